@@ -1,0 +1,21 @@
+"""marginopt: find the trades that cut a crypto-derivatives book's exchange margin while net delta
+and vega stay inside the desk's limits, and prove the saving by recomputing the margin."""
+
+from .errors import (ExpiredInstrument, InputError, Infeasible, InvalidValue, MalformedInstrumentName,
+                     MarginoptError, MissingMarketData, ModelError, OptimizationError, SolverFailed,
+                     SpecError, Unbounded, UnknownInstrument, UnsupportedCurrency)
+from .instruments import Instrument, Kind, Settlement, parse_instrument
+from .margin import MarginModel, MarginResult, available_models, load_model, margin, model_names
+from .market import MarketSnapshot, load_market
+from .portfolio import Portfolio, load_portfolio
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExpiredInstrument", "Infeasible", "InputError", "Instrument", "InvalidValue", "Kind",
+    "MalformedInstrumentName", "MarginModel", "MarginResult", "MarginoptError", "MarketSnapshot",
+    "MissingMarketData", "ModelError", "OptimizationError", "Portfolio", "Settlement",
+    "SolverFailed", "SpecError", "Unbounded", "UnknownInstrument", "UnsupportedCurrency",
+    "available_models", "load_market", "load_model", "load_portfolio", "margin", "model_names",
+    "parse_instrument",
+]

@@ -1,0 +1,598 @@
+"""Margin components: one rule each, evaluated in numpy and compiled to cvxpy from the same arrays.
+
+A component *spec* (pydantic, from the model YAML) is bound to a margin pool (its instruments and
+the market) to give a ``BoundComponent``. The bound component exposes its market-dependent data as
+named arrays (``values``); the calculator evaluates the rule on them in numpy and the optimizer
+turns the same arrays into cvxpy Parameters, so a new snapshot only updates Parameter values.
+Every rule is positively homogeneous in its arrays, so scaling them by the pool's USD rate gives
+the margin in USD (that is how the optimizer sums pools without breaking DPP).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import cvxpy as cp
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import InputError, ModelError, UnsupportedCurrency
+from ..instruments import Instrument, Settlement
+from ..market import MarketSnapshot, PricingInputs
+from ..scenarios import ScenarioGrid, VolShock, delta_in_margin_currency, revalue
+
+
+# --------------------------------------------------------------------------- binding context
+@dataclass(frozen=True)
+class PoolContext:
+    """What a component needs to bind: the pool's instruments and the market."""
+
+    pool: str
+    underlying: str
+    settlement: Settlement | None  # None for a single USD pool spanning every underlying
+    instruments: tuple[Instrument, ...]
+    inputs: PricingInputs
+    market: MarketSnapshot
+    model_dir: Path | None = None
+
+    @property
+    def currency(self) -> str:
+        return self.underlying if self.settlement is Settlement.INVERSE else "USD"
+
+    @property
+    def usd_rate(self) -> float:
+        """USD per unit of the pool's margin currency."""
+        return float(self.market.index_prices[self.underlying]) if self.settlement is Settlement.INVERSE else 1.0
+
+    @property
+    def settlement_key(self) -> str:
+        return "inverse" if self.settlement is Settlement.INVERSE else "linear"
+
+
+# --------------------------------------------------------------------------- bound components
+@dataclass(frozen=True)
+class Term:
+    """A component's cvxpy form: the expression plus any constraints that define it."""
+
+    expression: cp.Expression
+    constraints: list[cp.Constraint] = field(default_factory=list)
+
+
+class BoundComponent(ABC):
+    """A rule bound to one pool; ``values`` are its market-dependent arrays."""
+
+    name: str
+    convex: ClassVar[bool] = True
+    #: value names that can be negative (all others become nonneg Parameters)
+    signed_values: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
+        """Arrays the rule is made of, scaled so the rule's value scales by ``scale``."""
+
+    @abstractmethod
+    def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
+        """The rule's value at pool positions ``x`` (numpy)."""
+
+    @abstractmethod
+    def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
+        """The same rule as a cvxpy expression of pool positions ``x`` (convex components only)."""
+
+    def details(self, x: np.ndarray) -> dict[str, Any]:
+        """Extra facts for reports (worst scenario, scenario P&L); empty by default."""
+        return {}
+
+    def linearize(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """Value and a (super)gradient at ``x``: non-convex components override it so the
+        optimizer can run sequential convex programming."""
+        raise TypeError(f"{type(self).__name__} is convex; it is compiled, not linearised")
+
+
+class RiskMatrix(BoundComponent):
+    """Worst loss over a scenario grid. Gains count at ``pnl_offset`` of their size; each
+    scenario's loss is weighted and reduced by its dampener; the worst case is floored at zero:
+    ``max(0, max_s w_s * max(-p_s, -k p_s) - d_s)`` with ``p = P x``. Convex for 0 <= k <= 1."""
+
+    signed_values = frozenset({"pnl"})
+
+    def __init__(self, name: str, labels: tuple[str, ...], pnl: np.ndarray, weight: np.ndarray,
+                 dampener: np.ndarray, pnl_offset: float) -> None:
+        self.name, self.labels, self.pnl_offset = name, labels, float(pnl_offset)
+        self.raw_pnl = pnl  # per-unit, unweighted, for reporting
+        self.weight, self.dampener = weight, dampener
+
+    def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
+        return {"pnl": (scale * self.weight)[:, None] * self.raw_pnl,
+                "dampener": scale * self.dampener}
+
+    def _losses(self, x: np.ndarray, v: dict[str, np.ndarray]) -> np.ndarray:
+        p = v["pnl"] @ x
+        return np.maximum(-p, -self.pnl_offset * p) - v["dampener"]
+
+    def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
+        losses = self._losses(x, values or self.values())
+        return float(max(losses.max(initial=0.0), 0.0))
+
+    def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
+        p = params["pnl"] @ x
+        losses = cp.maximum(-p, -self.pnl_offset * p) - params["dampener"] if self.pnl_offset else -p - params["dampener"]
+        return Term(cp.maximum(cp.max(losses), 0.0))
+
+    def details(self, x: np.ndarray) -> dict[str, Any]:
+        losses = self._losses(x, self.values())
+        worst = int(np.argmax(losses)) if losses.size else None
+        return {
+            "worst_scenario": self.labels[worst] if worst is not None and losses[worst] > 0 else None,
+            "scenario_labels": list(self.labels),
+            "scenario_pnl": (self.raw_pnl @ x).tolist(),
+        }
+
+
+class AbsExposure(BoundComponent):
+    """``sum_g |E_g x|``: e.g. roll shock, each expiry's delta times its shock, no netting."""
+
+    def __init__(self, name: str, exposure: np.ndarray, labels: tuple[str, ...]) -> None:
+        self.name, self.exposure, self.labels = name, exposure, labels
+
+    signed_values = frozenset({"exposure"})
+
+    def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
+        return {"exposure": scale * self.exposure}
+
+    def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
+        v = values or self.values()
+        return float(np.abs(v["exposure"] @ x).sum())
+
+    def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
+        return Term(cp.sum(cp.abs(params["exposure"] @ x)))
+
+
+class SizeCharge(BoundComponent):
+    """Per-position ``a_i |x_i| + b_i x_i^2`` (Deribit futures: rate grows with size)."""
+
+    def __init__(self, name: str, linear: np.ndarray, quadratic: np.ndarray) -> None:
+        self.name, self.linear, self.quadratic = name, linear, quadratic
+
+    def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
+        return {"linear": scale * self.linear, "quadratic": scale * self.quadratic}
+
+    def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
+        v = values or self.values()
+        return float(v["linear"] @ np.abs(x) + v["quadratic"] @ (x * x))
+
+    def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
+        expr = params["linear"] @ cp.abs(x)
+        if np.any(self.quadratic):
+            expr = expr + params["quadratic"] @ cp.square(x)
+        return Term(expr)
+
+
+class ShortCharge(BoundComponent):
+    """Per-position ``c_i * max(-x_i, 0)``: a charge per unit short, nothing for longs."""
+
+    def __init__(self, name: str, charge: np.ndarray) -> None:
+        self.name, self.charge = name, charge
+
+    def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
+        return {"charge": scale * self.charge}
+
+    def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
+        v = values or self.values()
+        return float(v["charge"] @ np.maximum(-x, 0.0))
+
+    def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
+        return Term(params["charge"] @ cp.neg(x))
+
+
+class FactorRisk(BoundComponent):
+    """Parametric VaR ``z * ||R' G x||`` (norm form, SOCP) or ``c * ||R' G x||^2`` (variance form,
+    QP), with G the per-unit factor exposures and R R' the factor covariance."""
+
+    def __init__(self, name: str, root_exposure: np.ndarray, multiplier: float, form: str) -> None:
+        self.name, self.root_exposure, self.multiplier, self.form = name, root_exposure, multiplier, form
+
+    signed_values = frozenset({"root_exposure"})
+
+    def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
+        # the norm form is 1-homogeneous in the root, the variance form 2-homogeneous
+        factor = self.multiplier * scale
+        return {"root_exposure": (factor if self.form == "norm" else np.sqrt(factor)) * self.root_exposure}
+
+    def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
+        v = values or self.values()
+        r = v["root_exposure"] @ x
+        return float(np.linalg.norm(r) if self.form == "norm" else r @ r)
+
+    def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
+        r = params["root_exposure"] @ x
+        return Term(cp.norm(r, 2) if self.form == "norm" else cp.sum_squares(r))
+
+
+class ExpectedShortfall(BoundComponent):
+    """Expected shortfall of the loss ``-P x`` at ``level`` over equally likely scenarios
+    (Rockafellar-Uryasev: ``min_z z + sum_s max(L_s - z, 0) / ((1-level) S)``), floored at zero."""
+
+    signed_values = frozenset({"pnl"})
+
+    def __init__(self, name: str, labels: tuple[str, ...], pnl: np.ndarray, level: float) -> None:
+        self.name, self.labels, self.raw_pnl, self.level = name, labels, pnl, level
+
+    def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
+        return {"pnl": scale * self.raw_pnl}
+
+    def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
+        v = values or self.values()
+        losses = np.sort(-(v["pnl"] @ x))[::-1]
+        tail = (1.0 - self.level) * losses.size
+        whole = int(np.floor(tail + 1e-12))
+        total = losses[:whole].sum() + (tail - whole) * (losses[whole] if whole < losses.size else 0.0)
+        return float(max(total / tail, 0.0))
+
+    def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
+        z = cp.Variable(name=f"{self.name}_var")
+        losses = -(params["pnl"] @ x)
+        tail = (1.0 - self.level) * self.raw_pnl.shape[0]
+        return Term(cp.maximum(z + cp.sum(cp.pos(losses - z)) / tail, 0.0))
+
+    def details(self, x: np.ndarray) -> dict[str, Any]:
+        pnl = self.raw_pnl @ x
+        worst = int(np.argmin(pnl)) if pnl.size else None
+        return {"worst_scenario": self.labels[worst] if worst is not None else None,
+                "scenario_labels": list(self.labels), "scenario_pnl": pnl.tolist()}
+
+
+class CalendarSpreadCharge(BoundComponent):
+    """SPAN-style intra-commodity spread charge, ``rate * min(long delta, short delta)`` summed
+    over pairs of expiries: concave in the positions, so NOT convex. The optimizer handles it by
+    sequential convex programming (linearise at the current book, re-solve, re-check)."""
+
+    convex = False
+    signed_values = frozenset({"delta"})
+
+    def __init__(self, name: str, delta: np.ndarray, labels: tuple[str, ...], rate: float) -> None:
+        self.name, self.delta, self.labels, self.rate = name, delta, labels, float(rate)
+
+    def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
+        return {"delta": scale * self.rate * self.delta}
+
+    def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
+        v = values or self.values()
+        d = v["delta"] @ x
+        return float(min(np.maximum(d, 0).sum(), np.maximum(-d, 0).sum()))
+
+    def linearize(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> tuple[float, np.ndarray]:
+        v = values or self.values()
+        d = v["delta"] @ x
+        longs, shorts = np.maximum(d, 0).sum(), np.maximum(-d, 0).sum()
+        # supergradient of the concave min(longs, shorts): the side that binds
+        side = (d > 0) if longs <= shorts else -(d < 0).astype(float)
+        return float(min(longs, shorts)), v["delta"].T @ side.astype(float)
+
+    def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
+        raise TypeError(f"{self.name} is not convex: linearise it instead")
+
+
+# --------------------------------------------------------------------------- specs (YAML)
+SettledFloat = Union[float, dict[Literal["inverse", "linear"], float]]
+
+
+def _settled(value: SettledFloat, ctx: PoolContext) -> float:
+    if isinstance(value, dict):
+        if ctx.settlement_key not in value:
+            raise UnsupportedCurrency(f"model gives no {ctx.settlement_key} value for pool {ctx.pool}",
+                                      row=ctx.pool, field="settlement")
+        return float(value[ctx.settlement_key])
+    return float(value)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    #: declared in the model file; checked against the implementation at load time
+    convex: bool = True
+    inferred: bool = Field(False, description="the rule is a best reading of an incomplete source")
+
+    implementation: ClassVar[type[BoundComponent]]
+
+    @field_validator("convex")
+    @classmethod
+    def _declared_convexity(cls, v: bool) -> bool:
+        if v != cls.implementation.convex:
+            raise ValueError(f"{cls.__name__} is {'convex' if cls.implementation.convex else 'not convex'}")
+        return v
+
+
+
+class VolShockSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    volatility_range_up: float = Field(ge=0)
+    volatility_range_down: float = Field(ge=0, le=1)
+    short_term_vega_power: float
+    long_term_vega_power: float
+    min_volatility_for_shock_up: float = Field(0.0, ge=0)
+    term_days: float = Field(30.0, gt=0)
+    dte_floor_days: float = Field(1.0, gt=0)
+
+    def build(self) -> VolShock:
+        return VolShock(self.volatility_range_up, self.volatility_range_down,
+                        self.short_term_vega_power, self.long_term_vega_power,
+                        self.min_volatility_for_shock_up, self.term_days, self.dte_floor_days)
+
+
+class RiskMatrixSpec(_Spec):
+    """Deribit-style risk matrix: 2 x buckets_count + 1 moves over +/- price_range, each in the
+    down/flat/up vol states, plus an extended table of large moves (vol up only) weighted
+    ``extended_table_factor * price_range / |m|`` and dampened by
+    ``(|m| / price_range - 1) * extended_dampener``."""
+
+    type: Literal["risk_matrix"]
+    implementation = RiskMatrix
+    price_range: float = Field(gt=0, lt=1)
+    buckets_count: int = Field(ge=1)
+    vol_scenarios_count: Literal[1, 3] = 3
+    vol_shock: VolShockSpec | None = None
+    extended_moves: list[float] = Field(default_factory=list)
+    extended_table_factor: float = Field(1.0, ge=0)
+    extended_dampener: SettledFloat = 0.0
+    pnl_offset: SettledFloat = 0.0
+
+    def grid(self, ctx: PoolContext) -> ScenarioGrid:
+        moves = np.linspace(-self.price_range, self.price_range, 2 * self.buckets_count + 1)
+        states = (-1, 0, 1) if self.vol_scenarios_count == 3 else (0,)
+        regular = ScenarioGrid.price_vol_grid(moves, states)
+        if not self.extended_moves:
+            return regular
+        ext = np.asarray(self.extended_moves, dtype=float)
+        ratio = np.abs(ext) / self.price_range
+        extended = ScenarioGrid(
+            tuple(f"{m:+.0%} vol up (extended)" for m in ext), ext,
+            np.ones(ext.size, dtype=np.int8) if self.vol_shock else np.zeros(ext.size, dtype=np.int8),
+            self.extended_table_factor / ratio,
+            (ratio - 1.0) * _settled(self.extended_dampener, ctx))
+        return ScenarioGrid.concat(regular, extended)
+
+    def bind(self, ctx: PoolContext) -> RiskMatrix:
+        offset = _settled(self.pnl_offset, ctx)
+        if not 0.0 <= offset <= 1.0:
+            raise ModelError(f"pnl_offset must be in [0, 1] for a convex risk matrix, got {offset}",
+                             field=f"{self.name}.pnl_offset")
+        grid = self.grid(ctx)
+        vol = self.vol_shock.build() if self.vol_shock else None
+        return RiskMatrix(self.name, grid.labels, revalue(ctx.inputs, grid, vol),
+                          grid.weight, grid.dampener, offset)
+
+
+class RollShockSpec(_Spec):
+    """Per expiry ``max(min_annualised_move, exp(annualised_move_risk * T) - 1) * |delta_expiry|``,
+    expiries not netted; perpetuals get the minimum move; spot carries no roll risk."""
+
+    type: Literal["roll_shock"]
+    implementation = AbsExposure
+    min_annualised_move: float = Field(ge=0)
+    annualised_move_risk: float = Field(ge=0)
+
+    def bind(self, ctx: PoolContext) -> AbsExposure:
+        inputs = ctx.inputs
+        labels = [i.expiry_label for i in ctx.instruments]
+        groups = sorted({l for l, i in zip(labels, ctx.instruments) if not i.kind.value == "spot"})
+        delta = delta_in_margin_currency(inputs)
+        shock = np.maximum(self.min_annualised_move, np.expm1(self.annualised_move_risk * inputs.t))
+        exposure = np.zeros((len(groups), len(labels)))
+        if groups:
+            row = {g: r for r, g in enumerate(groups)}
+            cols = [j for j, l in enumerate(labels) if l in row]
+            exposure[[row[labels[j]] for j in cols], cols] = (shock * delta)[cols]
+        return AbsExposure(self.name, exposure, tuple(groups))
+
+
+class FuturesSizeSpec(_Spec):
+    """Deribit standard futures margin: ``|q| * (base_rate + size_rate * |q|)`` for futures and
+    perpetuals, in coin for inverse contracts and times the index for linear ones."""
+
+    type: Literal["futures_size"]
+    implementation = SizeCharge
+    base_rate: float = Field(ge=0)
+    size_rate: float = Field(ge=0)
+
+    def bind(self, ctx: PoolContext) -> SizeCharge:
+        inp = ctx.inputs
+        is_future = ~inp.is_option & ~inp.is_spot
+        level = np.where(inp.is_inverse, 1.0, inp.index) * is_future
+        return SizeCharge(self.name, self.base_rate * level, self.size_rate * level)
+
+
+class ShortOptionSpec(_Spec):
+    """Deribit standard option margin per unit short (longs: 0), with OTM = out-of-the-money
+    amount in USD, S = the option's underlying (forward) price and the mark from the snapshot:
+    initial ``max(otm_rate - OTM/S, floor_rate) + mark`` (short puts: at least the maintenance
+    figure); maintenance ``maintenance_rate + mark`` (puts: ``max(mm, mm * mark) + mark``) in coin
+    for inverse options; the USD form ``max(otm_rate S - OTM, floor_rate S) + mark`` and
+    ``maintenance_rate S + mark`` for linear ones."""
+
+    type: Literal["short_option"]
+    implementation = ShortCharge
+    which: Literal["initial", "maintenance"]
+    otm_rate: float = 0.15
+    floor_rate: float = 0.10
+    maintenance_rate: float = 0.075
+
+    def bind(self, ctx: PoolContext) -> ShortCharge:
+        inp = ctx.inputs
+        opt = inp.is_option
+        names = [i.name for i in ctx.instruments]
+        mark = np.where(opt, ctx.market.column(names, "mark_price"), 0.0)
+        s = inp.forward
+        strike = np.where(opt, inp.strike, s)
+        otm = np.where(inp.is_call, np.maximum(strike - s, 0.0), np.maximum(s - strike, 0.0))
+        inv = inp.is_inverse
+        mm_put = np.maximum(self.maintenance_rate, self.maintenance_rate * mark) + mark
+        mm_inv = np.where(inp.is_call, self.maintenance_rate + mark, mm_put)
+        im_inv = np.maximum(self.otm_rate - otm / s, self.floor_rate) + mark
+        im_inv = np.where(inp.is_call, im_inv, np.maximum(im_inv, mm_put))
+        mm_lin = self.maintenance_rate * s + mark
+        im_lin = np.maximum(self.otm_rate * s - otm, self.floor_rate * s) + mark
+        charge = np.where(inv, im_inv, im_lin) if self.which == "initial" else np.where(inv, mm_inv, mm_lin)
+        return ShortCharge(self.name, np.where(opt, charge, 0.0))
+
+
+class CalendarSpreadSpec(_Spec):
+    """SPAN-style calendar spread charge ``rate * min(sum of long expiry deltas, sum of short
+    expiry deltas)`` in the pool's currency per unit of coin delta. Concave: non-convex."""
+
+    type: Literal["calendar_spread"]
+    implementation = CalendarSpreadCharge
+    convex: bool = False
+    rate: float = Field(ge=0)
+
+    def bind(self, ctx: PoolContext) -> CalendarSpreadCharge:
+        labels = [i.expiry_label for i in ctx.instruments]
+        groups = sorted(set(labels))
+        delta = delta_in_margin_currency(ctx.inputs)
+        exposure = np.zeros((len(groups), len(labels)))
+        row = {g: r for r, g in enumerate(groups)}
+        exposure[[row[l] for l in labels], np.arange(len(labels))] = delta
+        return CalendarSpreadCharge(self.name, exposure, tuple(groups), self.rate)
+
+
+class CovarianceVarSpec(_Spec):
+    """Parametric VaR over factor exposures: per underlying U in ``underlyings``, the factors
+    ``U.delta`` (USD per 1.00 relative move) and ``U.vega`` (USD per vol point). ``covariance`` is
+    over those factors in that order (or a file path, CSV/.npy, relative to the model file)."""
+
+    type: Literal["covariance_var"]
+    implementation = FactorRisk
+    underlyings: list[str]
+    factors: list[Literal["delta", "vega"]] = ["delta", "vega"]
+    covariance: list[list[float]] | str
+    z: float = Field(2.33, gt=0)
+    form: Literal["norm", "variance"] = "norm"
+    variance_coefficient: float = Field(1.0, gt=0)
+
+    def factor_names(self) -> list[str]:
+        return [f"{u}.{f}" for u in self.underlyings for f in self.factors]
+
+    def covariance_matrix(self, model_dir: Path | None) -> np.ndarray:
+        cov = self.covariance
+        if isinstance(cov, str):
+            path = Path(cov) if model_dir is None else (model_dir / cov)
+            cov = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+        arr = np.asarray(cov, dtype=float)
+        k = len(self.factor_names())
+        if arr.shape != (k, k):
+            raise ModelError(f"covariance must be {k} x {k} over {self.factor_names()}, got {arr.shape}",
+                             field=f"{self.name}.covariance")
+        if not np.allclose(arr, arr.T, rtol=0, atol=1e-12 * max(1.0, np.abs(arr).max())):
+            raise ModelError("covariance must be symmetric", field=f"{self.name}.covariance")
+        return arr
+
+    def bind(self, ctx: PoolContext) -> FactorRisk:
+        cov = self.covariance_matrix(ctx.model_dir)
+        w, v = np.linalg.eigh(cov)
+        if w.min() < -1e-10 * max(1.0, w.max()):
+            raise ModelError("covariance must be positive semidefinite", field=f"{self.name}.covariance")
+        root = v * np.sqrt(np.clip(w, 0.0, None))  # cov = root root'
+        inp = ctx.inputs
+        und = np.array([i.underlying for i in ctx.instruments])
+        unknown = sorted(set(und) - set(self.underlyings))
+        if unknown:
+            raise UnsupportedCurrency(f"covariance has no factors for {unknown[0]}", row=unknown[0],
+                                      field=f"{self.name}.underlyings")
+        delta_usd = inp.coin_delta() * inp.index
+        vega_usd = inp.vega_usd()
+        rows = []
+        for u in self.underlyings:
+            mask = und == u
+            for f in self.factors:
+                rows.append(np.where(mask, delta_usd if f == "delta" else vega_usd, 0.0))
+        exposure = np.vstack(rows) if rows else np.zeros((0, len(und)))
+        mult = self.z if self.form == "norm" else self.variance_coefficient
+        return FactorRisk(self.name, root.T @ exposure, mult, self.form)
+
+
+class _UserMatrixSpec(_Spec):
+    """A user-supplied scenario P&L matrix, USD per unit, scenarios x instruments: a CSV whose
+    header names the instruments (an optional first column ``scenario`` labels the rows) or a
+    ``.npy`` with ``instruments`` naming its columns. Paths are relative to the model file."""
+
+    matrix: str | list[list[float]]
+    instruments: list[str] | None = None
+
+    def load(self, model_dir: Path | None) -> tuple[tuple[str, ...], list[str], np.ndarray]:
+        data, names, labels = self.matrix, self.instruments, None
+        if isinstance(data, str) and not data:
+            raise ModelError("this model needs a scenario P&L matrix: pass scenario_matrix= to "
+                             "load_model or --scenarios FILE on the command line",
+                             field=f"{self.name}.matrix")
+        if isinstance(data, str):
+            path = Path(data) if model_dir is None or Path(data).is_absolute() else model_dir / data
+            if not path.exists():
+                raise ModelError("scenario matrix file not found", source=str(path),
+                                 field=f"{self.name}.matrix")
+            if path.suffix == ".npy":
+                data = np.load(path)
+            else:
+                import pandas as pd
+                frame = pd.read_csv(path)
+                if frame.columns[0].lower() in ("scenario", "label", "date"):
+                    labels = tuple(frame.iloc[:, 0].astype(str))
+                    frame = frame.iloc[:, 1:]
+                names = [c.strip().upper() for c in frame.columns]
+                data = frame.to_numpy(dtype=float)
+        arr = np.asarray(data, dtype=float)
+        if names is None or arr.ndim != 2 or arr.shape[1] != len(names):
+            raise ModelError("scenario matrix needs one named column per instrument",
+                             field=f"{self.name}.instruments")
+        if not np.isfinite(arr).all():
+            r, c = np.argwhere(~np.isfinite(arr))[0]
+            raise ModelError(f"scenario matrix has a non-finite value at scenario {r + 1}",
+                             row=r + 1, field=names[c])
+        labels = labels or tuple(f"scenario {i + 1}" for i in range(arr.shape[0]))
+        return labels, [n.upper() for n in names], arr
+
+    def columns(self, ctx: PoolContext) -> tuple[tuple[str, ...], np.ndarray]:
+        labels, names, arr = self.load(ctx.model_dir)
+        col = {n: j for j, n in enumerate(names)}
+        missing = [i.name for i in ctx.instruments if i.name not in col]
+        if missing:
+            raise UnsupportedCurrency("the scenario matrix has no column for this instrument",
+                                      row=missing[0], field=f"{self.name}.matrix")
+        return labels, arr[:, [col[i.name] for i in ctx.instruments]]
+
+
+class ScenarioMaxSpec(_UserMatrixSpec):
+    type: Literal["scenario_max"]
+    implementation = RiskMatrix
+
+    def bind(self, ctx: PoolContext) -> RiskMatrix:
+        labels, pnl = self.columns(ctx)
+        s = pnl.shape[0]
+        return RiskMatrix(self.name, labels, pnl, np.ones(s), np.zeros(s), 0.0)
+
+
+class ScenarioEsSpec(_UserMatrixSpec):
+    type: Literal["scenario_es"]
+    implementation = ExpectedShortfall
+    level: float = Field(0.975, gt=0, lt=1)
+
+    def bind(self, ctx: PoolContext) -> ExpectedShortfall:
+        labels, pnl = self.columns(ctx)
+        if (1.0 - self.level) * pnl.shape[0] < 1.0:
+            raise ModelError(f"expected shortfall at {self.level} needs at least "
+                             f"{int(np.ceil(1 / (1 - self.level)))} scenarios, the matrix has {pnl.shape[0]}",
+                             field=f"{self.name}.level")
+        return ExpectedShortfall(self.name, labels, pnl, self.level)
+
+
+ComponentSpec = Annotated[
+    Union[RiskMatrixSpec, RollShockSpec, FuturesSizeSpec, ShortOptionSpec, CalendarSpreadSpec,
+          CovarianceVarSpec, ScenarioMaxSpec, ScenarioEsSpec],
+    Field(discriminator="type"),
+]
+
+__all__ = [
+    "AbsExposure", "BoundComponent", "CalendarSpreadCharge", "ComponentSpec", "ExpectedShortfall",
+    "FactorRisk", "PoolContext", "RiskMatrix", "ShortCharge", "SizeCharge", "Term",
+]

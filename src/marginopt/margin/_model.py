@@ -1,0 +1,289 @@
+"""Margin models as data: a YAML file per rule set, validated by pydantic, bound to a book."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import InputError, ModelError, UnsupportedCurrency
+from ..instruments import Instrument, Settlement
+from ..market import MarketSnapshot
+from ._components import BoundComponent, ComponentSpec, PoolContext
+
+SINGLE_POOL = "ALL"
+
+
+class PoolRules(BaseModel):
+    """The rules of one currency: initial-margin components, and maintenance as a factor of the
+    initial margin or as its own components."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    initial: list[ComponentSpec]
+    maintenance: list[ComponentSpec] | None = None
+    maintenance_factor: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_maintenance_rule(self) -> "PoolRules":
+        if (self.maintenance is None) == (self.maintenance_factor is None):
+            raise ValueError("give exactly one of 'maintenance' and 'maintenance_factor'")
+        return self
+
+
+class MarginModel(BaseModel):
+    """A margin rule set. ``pooling: per_underlying`` margins each underlying alone (coin-settled
+    apart from USDC-settled, each in its own currency); ``single`` margins the whole book in USD
+    under the rules given for ``ALL``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    description: str = ""
+    source: str = ""
+    pooling: Literal["per_underlying", "single"] = "per_underlying"
+    settlements: list[Literal["inverse", "linear"]] = ["inverse", "linear"]
+    currencies: dict[str, PoolRules]
+    notes: list[str] = []
+    path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _single_pool_key(self) -> "MarginModel":
+        if self.pooling == "single" and list(self.currencies) != [SINGLE_POOL]:
+            raise ValueError(f"a single-pool model gives its rules under '{SINGLE_POOL}' only")
+        return self
+
+    @property
+    def convex(self) -> bool:
+        return all(c.convex for r in self.currencies.values()
+                   for c in [*r.initial, *(r.maintenance or [])])
+
+    def bind(self, instruments: Sequence[Instrument], market: MarketSnapshot) -> "BoundModel":
+        """Bind the rules to a list of instruments (the book, or an optimizer's universe)."""
+        instruments = tuple(instruments)
+        pools: dict[tuple[str, Settlement | None], list[int]] = {}
+        for j, inst in enumerate(instruments):
+            if inst.settlement.value not in self.settlements:
+                raise UnsupportedCurrency(f"model {self.name} does not margin {inst.settlement.value} "
+                                          "contracts", row=inst.name, field="instrument")
+            if self.pooling == "single":
+                key = (SINGLE_POOL, None)
+            else:
+                if inst.underlying not in self.currencies:
+                    raise UnsupportedCurrency(
+                        f"model {self.name} has no parameters for {inst.underlying} "
+                        f"(it covers {', '.join(self.currencies)})", row=inst.name, field="instrument")
+                key = (inst.underlying, inst.settlement)
+            pools.setdefault(key, []).append(j)
+        bound = []
+        for (underlying, settlement), cols in pools.items():
+            insts = tuple(instruments[j] for j in cols)
+            rules = self.currencies[underlying]
+            ctx = PoolContext(
+                pool=underlying if settlement in (None, Settlement.INVERSE) else f"{underlying}_USDC",
+                underlying=underlying, settlement=settlement, instruments=insts,
+                inputs=market.pricing_inputs(insts), market=market,
+                model_dir=self.path.parent if self.path else None)
+            initial = [c.bind(ctx) for c in rules.initial]
+            maintenance = [c.bind(ctx) for c in rules.maintenance] if rules.maintenance else None
+            bound.append(BoundPool(ctx.pool, ctx.currency, ctx.usd_rate, np.asarray(cols, dtype=int),
+                                   initial, maintenance, rules.maintenance_factor))
+        return BoundModel(self, instruments, bound)
+
+
+@dataclass(frozen=True)
+class BoundPool:
+    """One margin pool bound to the market: components over the pool's columns of the universe."""
+
+    name: str
+    currency: str
+    usd_rate: float
+    columns: np.ndarray
+    initial: list[BoundComponent]
+    maintenance: list[BoundComponent] | None
+    maintenance_factor: float | None
+
+    @property
+    def components(self) -> list[BoundComponent]:
+        return [*self.initial, *(self.maintenance or [])]
+
+    def evaluate(self, x_universe: np.ndarray) -> "PoolMargin":
+        x = x_universe[self.columns]
+        im_parts = {c.name: c.evaluate(x) for c in self.initial}
+        initial = float(sum(im_parts.values()))
+        if self.maintenance is None:
+            mm_parts = {k: self.maintenance_factor * v for k, v in im_parts.items()}
+        else:
+            mm_parts = {c.name: c.evaluate(x) for c in self.maintenance}
+        details: dict[str, Any] = {}
+        for c in self.initial:
+            details.update({k: v for k, v in c.details(x).items() if k not in details})
+        return PoolMargin(
+            currency=self.currency, usd_rate=self.usd_rate,
+            initial_margin=initial, maintenance_margin=float(sum(mm_parts.values())),
+            components=im_parts, maintenance_components=mm_parts,
+            worst_scenario=details.get("worst_scenario"),
+            scenario_labels=tuple(details.get("scenario_labels", ())),
+            scenario_pnl=tuple(details.get("scenario_pnl", ())))
+
+
+@dataclass(frozen=True)
+class BoundModel:
+    """A model bound to a universe of instruments and a market snapshot."""
+
+    model: MarginModel
+    instruments: tuple[Instrument, ...]
+    pools: list[BoundPool]
+
+    @property
+    def convex(self) -> bool:
+        return all(c.convex for p in self.pools for c in p.components)
+
+    def evaluate(self, x: np.ndarray) -> "MarginResult":
+        x = np.asarray(x, dtype=float)
+        if x.shape != (len(self.instruments),):
+            raise ValueError(f"positions must have shape ({len(self.instruments)},), got {x.shape}")
+        by_pool = {p.name: p.evaluate(x) for p in self.pools}
+        return MarginResult(
+            model=self.model.name,
+            initial_margin_usd=float(sum(m.initial_margin * m.usd_rate for m in by_pool.values())),
+            maintenance_margin_usd=float(sum(m.maintenance_margin * m.usd_rate for m in by_pool.values())),
+            by_underlying=by_pool)
+
+    def initial_margin_usd(self, x: np.ndarray) -> float:
+        """Initial margin in USD without building the report (the optimizer's hot check)."""
+        return float(sum(p.usd_rate * sum(c.evaluate(x[p.columns]) for c in p.initial)
+                         for p in self.pools))
+
+
+@dataclass(frozen=True)
+class PoolMargin:
+    currency: str
+    usd_rate: float
+    initial_margin: float
+    maintenance_margin: float
+    components: Mapping[str, float]
+    maintenance_components: Mapping[str, float]
+    worst_scenario: str | None = None
+    scenario_labels: tuple[str, ...] = ()
+    scenario_pnl: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "currency": self.currency,
+            "usd_rate": self.usd_rate,
+            "initial_margin": self.initial_margin,
+            "maintenance_margin": self.maintenance_margin,
+            "initial_margin_usd": self.initial_margin * self.usd_rate,
+            "maintenance_margin_usd": self.maintenance_margin * self.usd_rate,
+            "components": dict(self.components),
+            "maintenance_components": dict(self.maintenance_components),
+            "worst_scenario": self.worst_scenario,
+            "scenario_labels": list(self.scenario_labels),
+            "scenario_pnl": list(self.scenario_pnl),
+        }
+
+
+@dataclass(frozen=True)
+class MarginResult:
+    """Margin of a book: totals in USD and, per pool, in the pool's own currency."""
+
+    model: str
+    initial_margin_usd: float
+    maintenance_margin_usd: float
+    by_underlying: Mapping[str, PoolMargin] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "initial_margin_usd": self.initial_margin_usd,
+            "maintenance_margin_usd": self.maintenance_margin_usd,
+            "by_underlying": {k: v.to_dict() for k, v in self.by_underlying.items()},
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per pool and component, with the value in the pool currency and in USD."""
+        rows = [{"pool": pool, "currency": m.currency, "component": name, "initial_margin": v,
+                 "initial_margin_usd": v * m.usd_rate}
+                for pool, m in self.by_underlying.items() for name, v in m.components.items()]
+        return pd.DataFrame(rows, columns=["pool", "currency", "component", "initial_margin",
+                                           "initial_margin_usd"])
+
+
+# --------------------------------------------------------------------------- loading
+def _models_dir() -> Path:
+    return Path(str(resources.files("marginopt") / "models"))
+
+
+def available_models() -> dict[str, MarginModel]:
+    """Every model shipped with marginopt, by name."""
+    out = {}
+    for path in sorted(_models_dir().glob("*.yaml")):
+        try:
+            out[path.stem] = load_model(path)
+        except ModelError:
+            continue  # a model file that needs extra inputs (e.g. a matrix path) is listed by name only
+    return out
+
+
+def model_names() -> list[str]:
+    return sorted(p.stem for p in _models_dir().glob("*.yaml"))
+
+
+def load_model(
+    model: str | Path | Mapping[str, Any] | MarginModel,
+    *,
+    scenario_matrix: str | Path | None = None,
+    covariance: str | Path | list[list[float]] | np.ndarray | None = None,
+    **overrides: Any,
+) -> MarginModel:
+    """A model by shipped name (``deribit-pm``), YAML path, dict, or an existing model.
+
+    ``scenario_matrix`` and ``covariance`` fill those inputs of every component that takes them;
+    ``overrides`` replace top-level keys before validation."""
+    component_inputs: dict[str, Any] = {}
+    if scenario_matrix is not None:
+        component_inputs["matrix"] = str(Path(scenario_matrix).resolve())
+    if covariance is not None:
+        component_inputs["covariance"] = (str(Path(covariance).resolve())
+                                          if isinstance(covariance, (str, Path)) else np.asarray(covariance).tolist())
+    if isinstance(model, MarginModel) and not overrides and not component_inputs:
+        return model
+    path: Path | None = None
+    if isinstance(model, MarginModel):
+        data: Any = model.model_dump(exclude={"path"})
+        path = model.path
+    elif isinstance(model, Mapping):
+        data = dict(model)
+    else:
+        candidate = Path(model)
+        shipped = _models_dir() / f"{model}.yaml"
+        if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+            path = candidate
+        elif shipped.exists():
+            path = shipped
+        else:
+            raise ModelError(f"no margin model '{model}' (shipped: {', '.join(model_names())})",
+                             field="model")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ModelError(f"not valid YAML ({exc})", source=str(path)) from None
+    data = {**(data or {}), **overrides}
+    for rules in (data.get("currencies") or {}).values():
+        for comp in [*(rules.get("initial") or []), *(rules.get("maintenance") or [])]:
+            comp.update({k: v for k, v in component_inputs.items() if k in comp})
+    try:
+        return MarginModel.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ModelError(err["msg"], source=str(path) if path else None,
+                         field=".".join(str(p) for p in err["loc"])) from None

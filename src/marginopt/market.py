@@ -1,0 +1,309 @@
+"""Market snapshot: valuation time, index prices and Deribit book-summary rows per instrument."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import (
+    ExpiredInstrument,
+    InputError,
+    InvalidValue,
+    MissingMarketData,
+    UnknownInstrument,
+)
+from .instruments import Instrument, Kind, Settlement, parse_instrument
+from .pricing import SECONDS_PER_YEAR, Greeks, black76
+
+#: Columns of Deribit's ``public/get_book_summary_by_currency`` rows that marginopt reads.
+ROW_FIELDS = ("mark_price", "mark_iv", "underlying_price", "bid_price", "ask_price",
+              "open_interest", "volume")
+
+
+class _SnapshotFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    valuation_time: datetime
+    index_prices: dict[str, float]
+    instruments: list[dict[str, Any]]
+
+
+def _utc(ts: datetime | str | pd.Timestamp) -> datetime:
+    out = pd.Timestamp(ts)
+    out = out.tz_localize("UTC") if out.tzinfo is None else out.tz_convert("UTC")
+    return out.to_pydatetime()
+
+
+@dataclass(frozen=True, slots=True)
+class PricingInputs:
+    """Plain arrays for a list of instruments, ready for vectorised pricing (all length N)."""
+
+    instruments: tuple[Instrument, ...]
+    is_option: np.ndarray
+    is_call: np.ndarray
+    is_inverse: np.ndarray
+    is_spot: np.ndarray
+    strike: np.ndarray      # NaN for non-options
+    t: np.ndarray           # years to expiry (0 for perpetual and spot)
+    forward: np.ndarray     # forward of the instrument's expiry (index for perpetual and spot)
+    index: np.ndarray
+    sigma: np.ndarray       # decimal implied vol (NaN for non-options)
+
+    def greeks(self) -> Greeks:
+        """Per-unit greeks; futures have delta 1 (coin) or F (USD), no gamma, vega or theta."""
+        opt = self.is_option
+        g = black76(self.forward, np.where(opt, self.strike, self.forward), self.t,
+                    np.where(opt, self.sigma, 0.0), np.where(opt, self.is_call, True),
+                    inverse=self.is_inverse)
+        zero = np.zeros_like(self.forward)
+        delta_lin = np.where(self.is_spot, self.index, self.forward)
+        return Greeks(
+            price=np.where(opt, g.price, zero),
+            delta=np.where(opt, g.delta, np.where(self.is_inverse, 1.0, delta_lin)),
+            gamma=np.where(opt, g.gamma, zero),
+            vega=np.where(opt, g.vega, zero),
+            theta=np.where(opt, g.theta, zero),
+        )
+
+    def coin_delta(self) -> np.ndarray:
+        """Exposure to the underlying in coin per unit held (Black delta for options)."""
+        opt = self.is_option
+        g = black76(self.forward, np.where(opt, self.strike, self.forward), self.t,
+                    np.where(opt, self.sigma, 0.0), np.where(opt, self.is_call, True))
+        return np.where(opt, g.delta, 1.0)
+
+    def vega_usd(self) -> np.ndarray:
+        """USD value change per unit held for a one-point (0.01) rise in implied vol."""
+        opt = self.is_option
+        g = black76(self.forward, np.where(opt, self.strike, self.forward), self.t,
+                    np.where(opt, self.sigma, 0.0), np.where(opt, self.is_call, True))
+        return np.where(opt, 0.01 * g.vega, 0.0)
+
+    def gamma_coin(self) -> np.ndarray:
+        """Change of coin delta per 1% move of the underlying, per unit held."""
+        opt = self.is_option
+        g = black76(self.forward, np.where(opt, self.strike, self.forward), self.t,
+                    np.where(opt, self.sigma, 0.0), np.where(opt, self.is_call, True))
+        return np.where(opt, 0.01 * self.forward * g.gamma, 0.0)
+
+
+@dataclass(frozen=True)
+class MarketSnapshot:
+    """Valuation time, index per underlying, and one row of book-summary fields per instrument."""
+
+    valuation_time: datetime
+    index_prices: Mapping[str, float]
+    rows: pd.DataFrame = field(repr=False)  # indexed by instrument_name, columns ROW_FIELDS
+    source: str = "<memory>"
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Iterable[Mapping[str, Any]] | pd.DataFrame,
+        *,
+        valuation_time: datetime | str,
+        index_prices: Mapping[str, float],
+        source: str = "<memory>",
+    ) -> "MarketSnapshot":
+        frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+        if "instrument_name" not in frame.columns:
+            raise InputError("market rows need an 'instrument_name' column", source=source,
+                             field="instrument_name")
+        for col in ROW_FIELDS:
+            if col not in frame.columns:
+                frame[col] = np.nan
+        names = frame["instrument_name"]
+        bad_name = names.isna() | ~names.map(lambda v: isinstance(v, str))
+        if bad_name.any():
+            i = int(np.flatnonzero(bad_name.to_numpy())[0])
+            raise InputError("instrument_name is missing", source=source, row=i + 1,
+                             field="instrument_name")
+        frame["instrument_name"] = names.str.strip().str.upper()
+        numeric = frame[list(ROW_FIELDS)]
+        for col in ROW_FIELDS:
+            converted = pd.to_numeric(numeric[col], errors="coerce")
+            not_number = converted.isna() & numeric[col].notna()
+            negative = converted < 0
+            infinite = np.isinf(converted.to_numpy(dtype=float))
+            for mask, why in ((not_number, "is not a number"), (negative, "is negative"),
+                              (infinite, "is infinite")):
+                if np.any(mask):
+                    i = int(np.flatnonzero(np.asarray(mask))[0])
+                    raise InvalidValue(f"{col} {why} ({numeric[col].iloc[i]!r})", source=source,
+                                       row=frame["instrument_name"].iloc[i], field=col,
+                                       value=numeric[col].iloc[i])
+            frame[col] = converted.astype(float)
+        dup = frame["instrument_name"].duplicated()
+        if dup.any():
+            raise InputError("instrument listed twice in the snapshot", source=source,
+                             row=frame["instrument_name"][dup].iloc[0], field="instrument_name")
+        index = {}
+        for ccy, px in dict(index_prices).items():
+            try:
+                value = float(px)
+            except (TypeError, ValueError):
+                raise InvalidValue(f"index price is not a number ({px!r})", source=source,
+                                   row=ccy, field="index_prices") from None
+            if not math.isfinite(value) or value <= 0:
+                raise InvalidValue(f"index price must be positive and finite, got {px!r}",
+                                   source=source, row=ccy, field="index_prices", value=px)
+            index[ccy.upper()] = value
+        frame = frame.set_index("instrument_name")
+        return cls(_utc(valuation_time), index, frame, source)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, valuation_time: datetime | str | None = None,
+                  index_prices: Mapping[str, float] | None = None,
+                  source: str = "<memory>") -> "MarketSnapshot":
+        """The snapshot file shape, or a raw Deribit response ``{"result": [rows]}`` with the
+        valuation time and index prices given separately."""
+        if "result" in data and "instruments" not in data:
+            if valuation_time is None or index_prices is None:
+                raise InputError("a raw Deribit book summary needs valuation_time and "
+                                 "index_prices given separately", source=source)
+            return cls.from_rows(data["result"], valuation_time=valuation_time,
+                                 index_prices=index_prices, source=source)
+        try:
+            parsed = _SnapshotFile.model_validate(
+                {**data, **({"valuation_time": valuation_time} if valuation_time else {}),
+                 **({"index_prices": index_prices} if index_prices else {})})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InputError(err["msg"], source=source,
+                             field=".".join(str(p) for p in err["loc"])) from None
+        return cls.from_rows(parsed.instruments, valuation_time=parsed.valuation_time,
+                             index_prices=parsed.index_prices, source=source)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> "MarketSnapshot":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError("market snapshot file not found", source=str(path)) from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})",
+                             source=str(path)) from None
+        return cls.from_dict(data, source=str(path), **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = self.rows.reset_index().replace({np.nan: None}).to_dict(orient="records")
+        return {"valuation_time": self.valuation_time.isoformat().replace("+00:00", "Z"),
+                "index_prices": dict(self.index_prices), "instruments": rows}
+
+    # ---------------------------------------------------------------- lookups
+    @property
+    def instrument_names(self) -> list[str]:
+        return list(self.rows.index)
+
+    def instruments(self) -> list[Instrument]:
+        return [parse_instrument(n) for n in self.rows.index]
+
+    def year_fraction(self, expiry: datetime | None) -> float:
+        if expiry is None:
+            return 0.0
+        return (expiry - self.valuation_time).total_seconds() / SECONDS_PER_YEAR
+
+    def usable(self, inst: Instrument) -> str | None:
+        """Why ``inst`` cannot be priced from this snapshot, or None if it can."""
+        try:
+            self.pricing_inputs([inst])
+        except InputError as exc:
+            return exc.message
+        return None
+
+    def pricing_inputs(self, instruments: Sequence[Instrument]) -> PricingInputs:
+        """Arrays for pricing; raises a typed error naming the first instrument that cannot be
+        priced (unknown, expired, missing forward, mark or vol)."""
+        names = [i.name for i in instruments]
+        missing = [n for n in names if n not in self.rows.index]
+        if missing:
+            raise UnknownInstrument("instrument is not in the market snapshot", source=self.source,
+                                    row=missing[0], field="instrument_name")
+        n = len(instruments)
+        sub = self.rows.loc[names] if n else self.rows.iloc[:0]
+        is_option = np.array([i.kind is Kind.OPTION for i in instruments], dtype=bool)
+        is_spot = np.array([i.kind is Kind.SPOT for i in instruments], dtype=bool)
+        underlyings = [i.underlying for i in instruments]
+        unknown_index = [u for u in underlyings if u not in self.index_prices]
+        if unknown_index:
+            j = underlyings.index(unknown_index[0])
+            raise MissingMarketData(f"no index price for {unknown_index[0]}", source=self.source,
+                                    row=names[j], field="index_prices")
+        index = np.array([self.index_prices[u] for u in underlyings], dtype=float)
+        t = np.array([self.year_fraction(i.expiry) for i in instruments], dtype=float)
+        dated = np.array([i.expiry is not None for i in instruments], dtype=bool)
+        expired = dated & (t <= 0.0)
+        if expired.any():
+            j = int(np.flatnonzero(expired)[0])
+            raise ExpiredInstrument(
+                f"expired at {instruments[j].expiry:%Y-%m-%d %H:%M} UTC, before the valuation "
+                f"time {self.valuation_time:%Y-%m-%d %H:%M} UTC", source=self.source,
+                row=names[j], field="expiry")
+        underlying_px = sub["underlying_price"].to_numpy(dtype=float)
+        # Dated instruments need their forward; perpetual and spot use the index.
+        forward = np.where(dated, underlying_px, index)
+        iv = sub["mark_iv"].to_numpy(dtype=float) / 100.0
+        mark = sub["mark_price"].to_numpy(dtype=float)
+        checks = (
+            (dated & ~(forward > 0), "underlying_price", "no forward (underlying_price) for a dated instrument"),
+            (is_option & ~np.isfinite(mark), "mark_price", "option has no mark price"),
+            (is_option & ~(iv > 0), "mark_iv", "option has no positive implied volatility"),
+        )
+        for mask, fld, why in checks:
+            if mask.any():
+                j = int(np.flatnonzero(mask)[0])
+                raise MissingMarketData(why, source=self.source, row=names[j], field=fld)
+        strike = np.array([i.strike if i.strike is not None else np.nan for i in instruments])
+        return PricingInputs(
+            instruments=tuple(instruments),
+            is_option=is_option,
+            is_call=np.array([bool(i.is_call) for i in instruments], dtype=bool),
+            is_inverse=np.array([i.settlement is Settlement.INVERSE for i in instruments], dtype=bool),
+            is_spot=is_spot,
+            strike=strike,
+            t=np.where(dated, t, 0.0),
+            forward=forward,
+            index=index,
+            sigma=np.where(is_option, iv, np.nan),
+        )
+
+    def column(self, names: Sequence[str], field_name: str) -> np.ndarray:
+        return self.rows.loc[list(names), field_name].to_numpy(dtype=float)
+
+    def mark_usd(self, instruments: Sequence[Instrument]) -> np.ndarray:
+        """Mark per unit in USD (inverse option marks are quoted in coin, converted at the forward)."""
+        names = [i.name for i in instruments]
+        mark = self.column(names, "mark_price")
+        inputs = self.pricing_inputs(instruments)
+        return np.where(inputs.is_option & inputs.is_inverse, mark * inputs.forward, mark)
+
+    def half_spread_usd(self, instruments: Sequence[Instrument]) -> np.ndarray:
+        """Half the bid/ask spread per unit in USD; NaN where a side is missing."""
+        names = [i.name for i in instruments]
+        bid = self.column(names, "bid_price")
+        ask = self.column(names, "ask_price")
+        inputs = self.pricing_inputs(instruments)
+        conv = np.where(inputs.is_option & inputs.is_inverse, inputs.forward, 1.0)
+        # Deribit quotes inverse futures in USD per coin: the spread is already in USD per coin.
+        return 0.5 * (ask - bid) * conv
+
+    def with_valuation_time(self, valuation_time: datetime | str) -> "MarketSnapshot":
+        return MarketSnapshot(_utc(valuation_time), self.index_prices, self.rows, self.source)
+
+
+def load_market(source: str | Path | Mapping[str, Any] | MarketSnapshot, **kwargs: Any) -> MarketSnapshot:
+    """A snapshot from a file path, a dict in the file shape, or an existing snapshot."""
+    if isinstance(source, MarketSnapshot):
+        return source
+    if isinstance(source, Mapping):
+        return MarketSnapshot.from_dict(source, **kwargs)
+    return MarketSnapshot.from_file(source, **kwargs)
