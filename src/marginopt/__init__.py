@@ -8,6 +8,7 @@ from .instruments import Instrument, Kind, Settlement, parse_instrument
 from .margin import MarginModel, MarginResult, available_models, load_model, margin, model_names
 from .market import MarketSnapshot, load_market
 from .portfolio import Portfolio, load_portfolio
+from .optimize import Proposal, RebalanceSpec, Rebalancer, load_spec, optimize
 
 __version__ = "0.1.0"
 
@@ -17,5 +18,5 @@ __all__ = [
     "MissingMarketData", "ModelError", "OptimizationError", "Portfolio", "Settlement",
     "SolverFailed", "SpecError", "Unbounded", "UnknownInstrument", "UnsupportedCurrency",
     "available_models", "load_market", "load_model", "load_portfolio", "margin", "model_names",
-    "parse_instrument",
+    "parse_instrument", "Proposal", "RebalanceSpec", "Rebalancer", "load_spec", "optimize",
 ]

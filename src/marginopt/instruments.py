@@ -31,13 +31,20 @@ class Settlement(str, Enum):
     LINEAR = "linear"
 
 
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])}
+_MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_MONTHS = {m: i + 1 for i, m in enumerate(_MONTH_NAMES)}
 _NAME = re.compile(
     r"^(?P<base>[A-Z0-9]+)(?:_(?P<quote>USDC|USDT|USD))?"
     r"(?:-(?:(?P<perp>PERPETUAL)|(?P<day>\d{1,2})(?P<mon>[A-Z]{3})(?P<yy>\d{2})"
     r"(?:-(?P<strike>\d+(?:[d.]\d+)?)-(?P<cp>[CP]))?))?$"
 )
+#: the decimal ``d`` of a strike, after the rest of the name has been upper-cased
+_STRIKE_D = re.compile(r"(-\d+)D(\d+-[CP])$")
+
+
+def canonical_name(name: str) -> str:
+    """Deribit's spelling: upper case except the strike's decimal ``d`` (``XRP_USDC-27DEC24-0d625-C``)."""
+    return _STRIKE_D.sub(r"\1d\2", name.strip().upper())
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +75,13 @@ class Instrument:
             return "PERPETUAL"
         if self.expiry is None:
             return "SPOT"
-        return f"{self.expiry.day}{self.expiry.strftime('%b').upper()}{self.expiry:%y}"
+        return _expiry_label(self.expiry)
+
+
+@lru_cache(maxsize=4096)
+def _expiry_label(expiry: datetime) -> str:
+    # cached: binding a model labels every instrument, and strftime dominated that loop
+    return f"{expiry.day}{_MONTH_NAMES[expiry.month - 1]}{expiry:%y}"
 
 
 @lru_cache(maxsize=65536)
@@ -77,7 +90,7 @@ def parse_instrument(name: str) -> Instrument:
     if not isinstance(name, str):
         raise MalformedInstrumentName(f"instrument name must be a string, got {name!r}",
                                       field="instrument_name", value=name)
-    text = name.strip().upper()
+    text = canonical_name(name)
     m = _NAME.match(text)
     if m is None or (m["quote"] is None and m["perp"] is None and m["day"] is None):
         raise MalformedInstrumentName(

@@ -20,7 +20,7 @@ from .errors import (
     MissingMarketData,
     UnknownInstrument,
 )
-from .instruments import Instrument, Kind, Settlement, parse_instrument
+from .instruments import Instrument, Kind, Settlement, canonical_name, parse_instrument
 from .pricing import SECONDS_PER_YEAR, Greeks, black76
 
 #: Columns of Deribit's ``public/get_book_summary_by_currency`` rows that marginopt reads.
@@ -126,7 +126,7 @@ class MarketSnapshot:
             i = int(np.flatnonzero(bad_name.to_numpy())[0])
             raise InputError("instrument_name is missing", source=source, row=i + 1,
                              field="instrument_name")
-        frame["instrument_name"] = names.str.strip().str.upper()
+        frame["instrument_name"] = names.map(canonical_name)
         numeric = frame[list(ROW_FIELDS)]
         for col in ROW_FIELDS:
             converted = pd.to_numeric(numeric[col], errors="coerce")
@@ -224,12 +224,12 @@ class MarketSnapshot:
         """Arrays for pricing; raises a typed error naming the first instrument that cannot be
         priced (unknown, expired, missing forward, mark or vol)."""
         names = [i.name for i in instruments]
-        missing = [n for n in names if n not in self.rows.index]
-        if missing:
+        # one vectorised lookup (rows has a unique index: from_rows rejects duplicates)
+        pos = self.rows.index.get_indexer(names) if names else np.zeros(0, dtype=int)
+        if np.any(pos < 0):
             raise UnknownInstrument("instrument is not in the market snapshot", source=self.source,
-                                    row=missing[0], field="instrument_name")
-        n = len(instruments)
-        sub = self.rows.loc[names] if n else self.rows.iloc[:0]
+                                    row=names[int(np.flatnonzero(pos < 0)[0])], field="instrument_name")
+        sub = self.rows.iloc[pos]
         is_option = np.array([i.kind is Kind.OPTION for i in instruments], dtype=bool)
         is_spot = np.array([i.kind is Kind.SPOT for i in instruments], dtype=bool)
         underlyings = [i.underlying for i in instruments]
@@ -249,10 +249,13 @@ class MarketSnapshot:
                 f"time {self.valuation_time:%Y-%m-%d %H:%M} UTC", source=self.source,
                 row=names[j], field="expiry")
         underlying_px = sub["underlying_price"].to_numpy(dtype=float)
-        # Dated instruments need their forward; perpetual and spot use the index.
-        forward = np.where(dated, underlying_px, index)
         iv = sub["mark_iv"].to_numpy(dtype=float) / 100.0
         mark = sub["mark_price"].to_numpy(dtype=float)
+        # Deribit gives options an underlying_price but futures only their mark, which is
+        # their forward: a dated future without underlying_price uses its mark.
+        underlying_px = np.where(dated & ~is_option & ~(underlying_px > 0), mark, underlying_px)
+        # Dated instruments need their forward; perpetual and spot use the index.
+        forward = np.where(dated, underlying_px, index)
         checks = (
             (dated & ~(forward > 0), "underlying_price", "no forward (underlying_price) for a dated instrument"),
             (is_option & ~np.isfinite(mark), "mark_price", "option has no mark price"),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, InvalidValue
-from .instruments import Instrument, parse_instrument
+from .instruments import Instrument, canonical_name, parse_instrument
 
 _NAME_COLUMNS = ("instrument", "instrument_name")
 _QTY_COLUMNS = ("quantity", "size_currency", "size")
@@ -45,7 +45,7 @@ class Portfolio:
         return len(self.positions)
 
     def quantity(self, name: str) -> float:
-        return self.positions.get(name.upper(), 0.0)
+        return self.positions.get(canonical_name(name), 0.0)
 
     def apply(self, trades: Mapping[str, float], *, drop_zero: bool = True) -> "Portfolio":
         """The book after ``trades`` (name -> signed quantity)."""

@@ -1,0 +1,192 @@
+"""Command line: ``marginopt demo | margin | optimize | batch | models``.
+
+Exit codes: 0 success, 2 bad input, 3 infeasible, 4 solver failure, 1 anything else. Errors go to
+stderr as one sentence naming the file, row and field; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from functools import wraps
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from .errors import MarginoptError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Cut the margin a crypto-derivatives book posts, inside the desk's limits.")
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors")) -> None:
+    _state["debug"] = debug
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map marginopt's errors to exit codes and one clear line on stderr."""
+
+    @wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MarginoptError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: exit 1, say what
+            if _state["debug"]:
+                traceback.print_exc()
+            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return run
+
+
+def sample_paths() -> dict[str, Path]:
+    """The embedded sample book, market snapshot and spec."""
+    base = Path(str(resources.files("marginopt") / "data"))
+    return {"portfolio": base / "sample_portfolio.csv", "market": base / "sample_market.json",
+            "spec": base / "sample_spec.yaml"}
+
+
+def _load_model(model: str, scenarios: Optional[Path], covariance: Optional[Path]):
+    from .margin import load_model
+    return load_model(model, scenario_matrix=scenarios, covariance=covariance)
+
+
+def _print_margin(result) -> None:
+    typer.echo(f"Model {result.model}: initial margin {result.initial_margin_usd:,.2f} USD, "
+               f"maintenance margin {result.maintenance_margin_usd:,.2f} USD")
+    for pool, m in result.by_underlying.items():
+        parts = ", ".join(f"{k} {v:,.6g}" for k, v in m.components.items())
+        worst = f"; worst scenario {m.worst_scenario}" if m.worst_scenario else ""
+        typer.echo(f"  {pool:<10} IM {m.initial_margin:,.6g} {m.currency} "
+                   f"(= {m.initial_margin * m.usd_rate:,.2f} USD), MM {m.maintenance_margin:,.6g} "
+                   f"{m.currency}: {parts}{worst}")
+
+
+def _print_proposal(p) -> None:
+    b, a = p.margin_before.initial_margin_usd, p.margin_after.initial_margin_usd
+    typer.echo(f"Status: {p.status}. {p.reason}")
+    typer.echo(f"Initial margin before {b:,.2f} USD, after {a:,.2f} USD, saved "
+               f"{p.margin_saved_usd:,.2f} USD ({p.margin_saved_pct:.2f}%); estimated cost "
+               f"{p.cost_usd:,.2f} USD")
+    if p.trades:
+        typer.echo(f"Trades ({len(p.trades)}):")
+        for t in p.trades:
+            typer.echo(f"  {t.side:<4} {abs(t.quantity):>12,.6g}  {t.instrument_name:<24} at "
+                       f"{t.price:,.6g}  cost {t.cost:,.2f} USD")
+    typer.echo("Limits:")
+    for l in p.limits:
+        lo = "-inf" if l.lower is None else f"{l.lower:,.6g}"
+        hi = "+inf" if l.upper is None else f"{l.upper:,.6g}"
+        flag = " binding, shadow price %s USD/unit" % f"{l.shadow_price:,.4g}" if l.binding else ""
+        typer.echo(f"  {l.name:<24} [{lo}, {hi}]  before {l.before:,.6g}  after {l.after:,.6g}{flag}"
+                   f"{' (was breached)' if l.breached_before else ''}")
+    for n in p.notes:
+        typer.echo(f"Note: {n}")
+
+
+@app.command()
+@_guarded
+def margin(
+    portfolio: Path = typer.Option(..., "--portfolio", "-p", help="CSV or JSON book"),
+    market: Path = typer.Option(..., "--market", "-m", help="market snapshot JSON"),
+    model: str = typer.Option("deribit-pm", "--model", help="model name or YAML path"),
+    scenarios: Optional[Path] = typer.Option(None, help="scenario P&L matrix for scenario-max/-es"),
+    covariance: Optional[Path] = typer.Option(None, help="covariance (CSV/.npy) for covariance-var"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Margin of a book as the exchange's published method computes it."""
+    from .margin import margin as compute
+    result = compute(portfolio, market, _load_model(model, scenarios, covariance))
+    if as_json:
+        typer.echo(result.to_json(indent=1))
+    else:
+        _print_margin(result)
+
+
+@app.command()
+@_guarded
+def optimize(
+    portfolio: Path = typer.Option(..., "--portfolio", "-p"),
+    market: Path = typer.Option(..., "--market", "-m"),
+    model: str = typer.Option("deribit-pm", "--model"),
+    spec: Optional[Path] = typer.Option(None, "--spec", "-s", help="rebalance spec YAML"),
+    solver: Optional[str] = typer.Option(None, help="force one solver (HIGHS, CLARABEL, ...)"),
+    scenarios: Optional[Path] = typer.Option(None),
+    covariance: Optional[Path] = typer.Option(None),
+    out: Optional[Path] = typer.Option(None, "--out", help="write proposal JSON, Markdown and report here"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Propose the trades that minimise margin within the spec's limits."""
+    from .optimize import optimize as run
+    proposal = run(portfolio, market, _load_model(model, scenarios, covariance), spec, solver)
+    if out is not None:
+        from .reports import write_proposal
+        write_proposal(proposal, out, market=market)
+    if as_json:
+        typer.echo(proposal.to_json(indent=1))
+    else:
+        _print_proposal(proposal)
+        if out is not None:
+            typer.echo(f"Wrote the proposal and its report to {out}")
+
+
+@app.command()
+@_guarded
+def demo(as_json: bool = typer.Option(False, "--json"),
+         out: Optional[Path] = typer.Option(None, "--out")) -> None:
+    """Optimise the embedded sample BTC + ETH book under Deribit portfolio margin."""
+    from .optimize import optimize as run
+    paths = sample_paths()
+    proposal = run(paths["portfolio"], paths["market"], "deribit-pm", paths["spec"])
+    if out is not None:
+        from .reports import write_proposal
+        write_proposal(proposal, out, market=paths["market"])
+    if as_json:
+        typer.echo(proposal.to_json(indent=1))
+        return
+    typer.echo(f"marginopt demo: {sum(1 for _ in open(paths['portfolio'])) - 1} positions "
+               f"(sample data in {paths['portfolio'].parent}), model deribit-pm")
+    _print_proposal(proposal)
+
+
+@app.command()
+@_guarded
+def models(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the margin models with their source and the currencies they cover."""
+    from .margin import available_models, model_names
+    found = available_models()
+    rows = []
+    for name in model_names():
+        m = found.get(name)
+        rows.append({"name": name, "description": m.description if m else "",
+                     "source": m.source if m else "", "pooling": m.pooling if m else "",
+                     "currencies": list(m.currencies) if m else [],
+                     "convex": m.convex if m else None})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        cur = ", ".join(r["currencies"]) if r["pooling"] != "single" else "any (one USD pool)"
+        typer.echo(f"{r['name']:<18} {r['description']}\n{'':<18} source: {r['source']}; "
+                   f"currencies: {cur}; convex: {r['convex']}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

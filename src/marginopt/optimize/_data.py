@@ -1,0 +1,232 @@
+"""Numbers of a rebalance problem: the universe, the bound margin model, limits, costs, bounds.
+
+Everything market-dependent is computed here as numpy arrays; the problem builder turns them into
+cvxpy Parameters once and later only assigns new values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError, SpecError
+from ..instruments import Instrument, Kind
+from ..margin import BoundModel, MarginModel
+from ..market import MarketSnapshot, PricingInputs
+from ..portfolio import Portfolio
+from ._spec import RebalanceSpec, bucket_range
+
+
+@dataclass(frozen=True)
+class Universe:
+    """Instruments the problem spans (the book's first), their current positions, and which of
+    them may trade and how far."""
+
+    instruments: tuple[Instrument, ...]
+    x0: np.ndarray
+    buy_max: np.ndarray
+    sell_max: np.ndarray
+    #: instruments considered but left out (name -> reason); nothing is dropped silently
+    excluded: dict[str, str] = field(default_factory=dict)
+    #: instruments in the book that may not trade (name -> reason)
+    frozen: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name for i in self.instruments]
+
+
+@dataclass(frozen=True)
+class LimitRows:
+    """Greek limits as rows ``lo <= G x <= hi`` (one-sided rows kept apart; no infinities)."""
+
+    names: list[str]
+    matrix: np.ndarray        # R x N greeks per unit
+    lower: np.ndarray         # R (may be -inf)
+    upper: np.ndarray         # R (may be +inf)
+
+    @property
+    def lower_rows(self) -> np.ndarray:
+        return np.flatnonzero(np.isfinite(self.lower))
+
+    @property
+    def upper_rows(self) -> np.ndarray:
+        return np.flatnonzero(np.isfinite(self.upper))
+
+    def scale(self) -> np.ndarray:
+        """The size a tolerance is relative to: the larger finite bound, at least 1."""
+        b = np.where(np.isfinite(self.lower), np.abs(self.lower), 0.0)
+        return np.maximum(np.maximum(b, np.where(np.isfinite(self.upper), np.abs(self.upper), 0.0)), 1.0)
+
+
+def _candidates(book: Portfolio, market: MarketSnapshot, spec: RebalanceSpec) -> list[str]:
+    held = book.names
+    if isinstance(spec.universe, list):
+        extra = [n.strip().upper() for n in spec.universe]
+    elif spec.universe == "held":
+        extra = []
+    elif spec.universe == "listed":
+        extra = market.instrument_names
+    else:  # held+futures: each held underlying's perpetuals and listed futures
+        unds = {i.underlying for i in book.instruments}
+        extra = [n for n, i in ((n, _try_parse(n)) for n in market.instrument_names)
+                 if i is not None and i.underlying in unds and i.kind in (Kind.FUTURE, Kind.PERPETUAL)]
+    seen = dict.fromkeys(held)
+    seen.update(dict.fromkeys(extra))
+    return list(seen)
+
+
+def _try_parse(name: str) -> Instrument | None:
+    from ..instruments import parse_instrument
+    try:
+        return parse_instrument(name)
+    except InputError:
+        return None
+
+
+def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
+                   spec: RebalanceSpec) -> Universe:
+    """The book's instruments plus the spec's candidates that can be priced, margined and quoted."""
+    from ..instruments import parse_instrument
+
+    held = set(book.names)
+    excluded: dict[str, str] = {}
+    keep: list[Instrument] = []
+    for name in _candidates(book, market, spec):
+        if name in held:
+            keep.append(parse_instrument(name))  # the book must price: errors propagate
+            continue
+        inst = _try_parse(name)
+        if inst is None:
+            excluded[name] = "not a Deribit instrument name"
+            continue
+        if name not in market.rows.index:
+            raise SpecError("universe names an instrument the market snapshot does not list",
+                            row=name, field="universe")
+        why = market.usable(inst)
+        if why is None:
+            try:
+                model.bind([inst], market)
+            except InputError as exc:
+                why = f"model {model.name}: {exc.message}"
+        if why is not None:
+            excluded[name] = why
+            continue
+        keep.append(inst)
+    # validate the book against market and model (typed errors name the row)
+    model.bind(keep, market)
+    x0 = np.array([book.quantity(i.name) for i in keep])
+
+    buy_max = np.full(len(keep), np.inf)
+    sell_max = np.full(len(keep), np.inf)
+    frozen: dict[str, str] = {}
+    names = [i.name for i in keep]
+    tb = spec.trade_bounds
+    if tb.max_quantity is not None:
+        buy_max[:] = sell_max[:] = tb.max_quantity
+    for n, q in tb.max_quantity_by_instrument.items():
+        if n.upper() in names:
+            j = names.index(n.upper())
+            buy_max[j] = sell_max[j] = min(buy_max[j], q)
+    bid = market.column(names, "bid_price")
+    ask = market.column(names, "ask_price")
+    if tb.max_open_interest_fraction is not None:
+        oi = open_interest_coin(keep, market)
+        cap = tb.max_open_interest_fraction * np.nan_to_num(oi, nan=0.0)
+        buy_max = np.minimum(buy_max, cap)
+        sell_max = np.minimum(sell_max, cap)
+    for j, inst in enumerate(keep):
+        n = inst.name
+        if n in spec.do_not_trade:
+            buy_max[j] = sell_max[j] = 0.0
+            frozen[n] = "do-not-trade list"
+        elif n in spec.close_only:
+            buy_max[j] = min(buy_max[j], max(-x0[j], 0.0))
+            sell_max[j] = min(sell_max[j], max(x0[j], 0.0))
+        elif spec.no_new_instruments and x0[j] == 0.0:
+            buy_max[j] = sell_max[j] = 0.0
+        if spec.costs.spread:
+            # no bid: cannot sell; no ask: cannot buy (a price to trade at is part of the cost)
+            if not np.isfinite(ask[j]) and buy_max[j] > 0:
+                buy_max[j] = 0.0
+                frozen.setdefault(n, "no ask: cannot buy")
+            if not np.isfinite(bid[j]) and sell_max[j] > 0:
+                sell_max[j] = 0.0
+                frozen.setdefault(n, "no bid: cannot sell")
+    unknown = [n for n in [*spec.do_not_trade, *spec.close_only] if n not in names]
+    for n in unknown:
+        excluded.setdefault(n, "named in the spec but not in the universe")
+    return Universe(tuple(keep), x0, buy_max, sell_max, excluded,
+                    {k: v for k, v in frozen.items() if k in held})
+
+
+def open_interest_coin(instruments: list[Instrument] | tuple[Instrument, ...],
+                       market: MarketSnapshot) -> np.ndarray:
+    """Open interest in coin: Deribit reports inverse futures and perpetuals in USD."""
+    names = [i.name for i in instruments]
+    oi = market.column(names, "open_interest")
+    inverse_future = np.array([i.settlement.value == "inverse" and not i.is_option for i in instruments])
+    px = market.column(names, "mark_price")
+    return np.where(inverse_future, oi / np.where(px > 0, px, np.nan), oi)
+
+
+def limit_rows(spec: RebalanceSpec, inputs: PricingInputs, x0: np.ndarray) -> LimitRows:
+    """One row per limit of the spec, in the order the spec gives them."""
+    insts = inputs.instruments
+    und = np.array([i.underlying for i in insts])
+    delta = inputs.coin_delta()
+    vega = inputs.vega_usd()
+    gamma = inputs.gamma_coin()
+    dte = inputs.t * 365.0
+    names, rows, lows, highs = [], [], [], []
+
+    def add(name: str, row: np.ndarray, bounds, relative: bool) -> None:
+        lo, hi = bounds
+        lo = -np.inf if lo is None else lo
+        hi = np.inf if hi is None else hi
+        if relative:
+            current = float(row @ x0)
+            lo, hi = lo + current, hi + current
+        names.append(name)
+        rows.append(row)
+        lows.append(lo)
+        highs.append(hi)
+
+    unknown = sorted((set(spec.limits) | set(spec.relative_limits)) - set(und))
+    if unknown:
+        raise SpecError(f"limits name {unknown[0]}, which nothing in the universe has as underlying",
+                        field=f"limits.{unknown[0]}")
+    for table, always_relative in ((spec.limits, False), (spec.relative_limits, True)):
+        for u, lim in table.items():
+            mask = und == u
+            relative = lim.relative or always_relative
+            tag = " (relative)" if relative else ""
+            if lim.delta is not None:
+                add(f"{u}.delta{tag}", np.where(mask, delta, 0.0), lim.delta, relative)
+            if lim.vega is not None:
+                add(f"{u}.vega{tag}", np.where(mask, vega, 0.0), lim.vega, relative)
+            if lim.gamma is not None:
+                add(f"{u}.gamma{tag}", np.where(mask, gamma, 0.0), lim.gamma, relative)
+            for key, b in lim.vega_buckets.items():
+                lo_d, hi_d = bucket_range(key)
+                in_bucket = mask & (dte >= lo_d) & (dte < hi_d)
+                add(f"{u}.vega[{key}d]{tag}", np.where(in_bucket, vega, 0.0), b, relative)
+    if spec.delta_shock_threshold_usd is not None:
+        for u in dict.fromkeys(und):
+            mask = und == u
+            thr = spec.delta_shock_threshold_usd
+            add(f"{u}.delta_usd", np.where(mask, delta * inputs.index, 0.0), (-thr, thr), False)
+    n = len(insts)
+    return LimitRows(names, np.array(rows).reshape(len(rows), n), np.array(lows, dtype=float),
+                     np.array(highs, dtype=float))
+
+
+def greeks_summary(inputs: PricingInputs, x: np.ndarray) -> dict[str, dict[str, float]]:
+    """Net delta (coin), vega (USD per vol point) and gamma (coin per 1%) per underlying."""
+    und = np.array([i.underlying for i in inputs.instruments])
+    d, v, g = inputs.coin_delta() * x, inputs.vega_usd() * x, inputs.gamma_coin() * x
+    return {u: {"delta": float(d[und == u].sum()), "vega": float(v[und == u].sum()),
+                "gamma": float(g[und == u].sum()),
+                "delta_usd": float((d * inputs.index)[und == u].sum())}
+            for u in dict.fromkeys(und)}

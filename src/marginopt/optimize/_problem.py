@@ -1,0 +1,321 @@
+"""The cvxpy problem over trades, built once per structure and re-solved by updating Parameters.
+
+Trades are split into buys and sells (``t = buy - sell``, both >= 0 with Parameter upper bounds
+passed to the solver as column bounds), two-sided limits are two linear inequalities, and the
+post-trade book ``x`` is its own variable tied by ``x == x0 + buy - sell`` so every product of data
+and decision is ``Parameter @ Variable`` (DPP). Margin is the sum over pools of each component's
+own cvxpy term, built from the same arrays the calculator evaluates, scaled to USD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+
+from ..errors import SpecError
+from ..margin import BoundModel
+from ..errors import OptimizationError
+from ..margin._components import FactorRisk, SizeCharge
+from ._data import LimitRows, Universe
+from ._solvers import ProblemClass, SolveReport, solve
+from ._spec import RebalanceSpec
+
+
+@dataclass(frozen=True)
+class ProblemData:
+    """Every number the problem needs for one (book, market) under one structure."""
+
+    universe: Universe
+    bound: BoundModel
+    limits: LimitRows
+    half_spread_usd: np.ndarray
+    impact_usd: np.ndarray
+    notional_usd: np.ndarray
+    lot: np.ndarray
+    margin_before_usd: float
+
+    def component_values(self) -> dict[str, np.ndarray]:
+        """Each convex component's arrays in USD, keyed ``pool/component/value``."""
+        out = {}
+        for pool in self.bound.pools:
+            for comp in pool.initial:
+                if comp.convex:
+                    for k, v in comp.values(pool.usd_rate).items():
+                        out[f"{pool.name}/{comp.name}/{k}"] = np.asarray(v, dtype=float)
+        return out
+
+    def structure(self) -> tuple:
+        """What must match for a compiled problem to be reused with these numbers."""
+        comps = tuple((k, v.shape) for k, v in self.component_values().items())
+        nonconvex = tuple((p.name, c.name) for p in self.bound.pools for c in p.initial if not c.convex)
+        return (tuple(self.universe.names), comps, nonconvex, tuple(self.limits.names),
+                tuple(self.limits.lower_rows), tuple(self.limits.upper_rows),
+                tuple(p.columns.tobytes() for p in self.bound.pools),
+                tuple(np.isfinite(self.universe.buy_max) & np.isfinite(self.universe.sell_max)),
+                tuple(self.lot > 0))
+
+
+@dataclass(frozen=True)
+class RawSolution:
+    buy: np.ndarray
+    sell: np.ndarray
+    objective_margin_usd: float
+    cost_usd: float
+    lower_duals: np.ndarray
+    upper_duals: np.ndarray
+    reports: tuple[SolveReport, ...]
+
+
+class RebalanceProblem:
+    """Stage 1 minimises the spec's objective; stage 2 keeps that optimum (to 1e-9 relative plus
+    1e-6 USD) and minimises the USD notional traded, so proposals never churn."""
+
+    def __init__(self, data: ProblemData, spec: RebalanceSpec) -> None:
+        self.spec = spec
+        self.structure = data.structure()
+        self.bound_structure = data.bound
+        n = len(data.universe.instruments)
+        self._params: dict[str, cp.Parameter] = {}
+        p = self._param
+
+        self.x0 = p("x0", (n,), signed=True)
+        exact = spec.lots.mode == "exact"
+        self.integer = exact or spec.trade_bounds.max_instruments is not None
+        if exact:
+            if np.any(data.lot <= 0):
+                bad = data.universe.names[int(np.flatnonzero(data.lot <= 0)[0])]
+                raise SpecError("exact lots need a lot size for every instrument", row=bad,
+                                field="lots.sizes")
+            self.buy_lots = cp.Variable(n, integer=True, nonneg=True, name="buy_lots")
+            self.sell_lots = cp.Variable(n, integer=True, nonneg=True, name="sell_lots")
+            self.buy = cp.multiply(data.lot, self.buy_lots)
+            self.sell = cp.multiply(data.lot, self.sell_lots)
+        else:
+            self.buy = cp.Variable(n, nonneg=True, name="buy")
+            self.sell = cp.Variable(n, nonneg=True, name="sell")
+        self.x = cp.Variable(n, name="x")
+        traded = self.buy + self.sell
+        constraints: list[cp.Constraint] = [self.x == self.x0 + self.buy - self.sell]
+        # Upper bounds on the finite entries only (Parameter bounds on a Variable are not DPP,
+        # and some solvers reject infinite right-hand sides).
+        u = data.universe
+        self.buy_bounded = np.flatnonzero(np.isfinite(u.buy_max))
+        self.sell_bounded = np.flatnonzero(np.isfinite(u.sell_max))
+        if self.buy_bounded.size:
+            constraints.append(self.buy[self.buy_bounded] <= p("buy_max", (self.buy_bounded.size,)))
+        if self.sell_bounded.size:
+            constraints.append(self.sell[self.sell_bounded] <= p("sell_max", (self.sell_bounded.size,)))
+
+        # margin: every pool's components, in USD
+        margin_terms = []
+        self.nonconvex: list[tuple[str, str]] = []
+        for pool in data.bound.pools:
+            xp = self.x[pool.columns]
+            for comp in pool.initial:
+                key = f"{pool.name}/{comp.name}"
+                if comp.convex:
+                    params = {k: p(f"{key}/{k}", v.shape, signed=k in comp.signed_values)
+                              for k, v in comp.values(pool.usd_rate).items()}
+                    term = comp.term(xp, params)
+                    margin_terms.append(term.expression)
+                    constraints += term.constraints
+                else:  # sequential convex programming: the tangent of the concave part
+                    self.nonconvex.append((pool.name, comp.name))
+                    margin_terms.append(p(f"{key}/lin_const", (), signed=True)
+                                        + p(f"{key}/lin_grad", (len(pool.columns),), signed=True) @ xp)
+        self.margin = cp.sum(cp.hstack(margin_terms)) if margin_terms else cp.Constant(0.0)
+        if self.nonconvex:
+            # a trust region keeps each linearised step where the tangent is a fair model
+            centre, radius = p("trust_centre", (n,), signed=True), p("trust_radius", (n,))
+            constraints += [self.x - centre <= radius, centre - self.x <= radius]
+
+        cost = p("half_spread_usd", (n,)) @ traded
+        self.has_impact = bool(spec.costs.impact > 0)
+        if self.has_impact:
+            cost = cost + p("impact_usd", (n,)) @ cp.power(traded, 1.5)
+        self.cost = cost
+
+        lim = data.limits
+        self.lower_con = self.upper_con = None
+        if lim.lower_rows.size:
+            self.lower_con = p("limit_lower_matrix", (lim.lower_rows.size, n), signed=True) @ self.x \
+                >= p("limit_lower", (lim.lower_rows.size,), signed=True)
+            constraints.append(self.lower_con)
+        if lim.upper_rows.size:
+            self.upper_con = p("limit_upper_matrix", (lim.upper_rows.size, n), signed=True) @ self.x \
+                <= p("limit_upper", (lim.upper_rows.size,), signed=True)
+            constraints.append(self.upper_con)
+        self.turnover_con = None
+        if spec.trade_bounds.turnover_usd is not None:
+            self.turnover_con = p("notional_usd", (n,)) @ traded <= spec.trade_bounds.turnover_usd
+            constraints.append(self.turnover_con)
+        if spec.trade_bounds.max_instruments is not None:
+            if not (np.isfinite(data.universe.buy_max).all() and np.isfinite(data.universe.sell_max).all()):
+                raise SpecError("max_instruments needs a finite trade bound per instrument "
+                                "(trade_bounds.max_quantity or max_open_interest_fraction)",
+                                field="trade_bounds.max_instruments")
+            used = cp.Variable(n, boolean=True, name="traded")
+            constraints += [self.buy <= cp.multiply(p("buy_cap", (n,)), used),
+                            self.sell <= cp.multiply(p("sell_cap", (n,)), used),
+                            cp.sum(used) <= spec.trade_bounds.max_instruments]
+        self.target_con = None
+        if spec.objective == "free_margin":
+            self.target_con = self.margin <= p("margin_target_usd", (), signed=True)
+            constraints.append(self.target_con)
+
+        if spec.objective == "free_margin":
+            objective = self.cost
+        elif spec.objective == "margin_plus_cost":
+            objective = self.margin + spec.cost_weight * self.cost
+        else:
+            objective = self.margin + self.cost
+        self.objective = objective
+        self.constraints = constraints
+        self.stage1 = cp.Problem(cp.Minimize(objective), constraints)
+        self.stage2 = cp.Problem(cp.Minimize(p("notional_usd_tiebreak", (n,)) @ traded),
+                                 constraints + [objective <= p("stage1_best", (), signed=True)])
+        for prob in (self.stage1, self.stage2):
+            if not prob.is_dpp():
+                raise AssertionError("rebalance problem is not DPP: re-solves would recompile")
+        self.problem_class = self._classify(data)
+        self.update(data)
+
+    # ------------------------------------------------------------------ parameters
+    def _param(self, name: str, shape: tuple, signed: bool = False) -> cp.Parameter:
+        if name not in self._params:
+            self._params[name] = cp.Parameter(shape, name=name, nonneg=not signed)
+        return self._params[name]
+
+    def _set(self, name: str, value) -> None:
+        if name in self._params:
+            par = self._params[name]
+            value = np.asarray(value, dtype=float).reshape(par.shape)
+            par.value = np.maximum(value, 0.0) if par.is_nonneg() else value
+
+    def update(self, data: ProblemData) -> None:
+        """Load a new (book, market) with the same structure: Parameters only, no recompile."""
+        if data.structure() != self.structure:
+            raise ValueError("data has a different structure: build a new RebalanceProblem")
+        self.data = data
+        u = data.universe
+        self._set("x0", u.x0)
+        buy_max, sell_max = u.buy_max, u.sell_max
+        if self.integer and self.spec.lots.mode == "exact":  # whole lots inside the bound
+            lot = np.where(data.lot > 0, data.lot, 1.0)
+            buy_max = np.floor(buy_max / lot + 1e-9) * lot
+            sell_max = np.floor(sell_max / lot + 1e-9) * lot
+        self._set("buy_max", buy_max[self.buy_bounded])
+        self._set("sell_max", sell_max[self.sell_bounded])
+        self._set("buy_cap", u.buy_max)
+        self._set("sell_cap", u.sell_max)
+        for k, v in data.component_values().items():
+            self._set(k, v)
+        self._set("half_spread_usd", data.half_spread_usd)
+        self._set("impact_usd", data.impact_usd)
+        self._set("notional_usd", data.notional_usd)
+        # the tie-break: notional plus the cost, so among equal margins the cheapest, smallest
+        self._set("notional_usd_tiebreak", data.notional_usd + data.half_spread_usd)
+        lim = data.limits
+        self._set("limit_lower_matrix", lim.matrix[lim.lower_rows])
+        self._set("limit_lower", lim.lower[lim.lower_rows])
+        self._set("limit_upper_matrix", lim.matrix[lim.upper_rows])
+        self._set("limit_upper", lim.upper[lim.upper_rows])
+        if self.spec.free_margin_usd is not None:
+            self._set("margin_target_usd", data.margin_before_usd - self.spec.free_margin_usd)
+        if self.nonconvex:
+            self.linearize_at(u.x0)
+            self.set_trust_region(u.x0, np.maximum(np.abs(u.x0), 1.0))
+
+    def set_trust_region(self, centre: np.ndarray, radius: np.ndarray) -> None:
+        self._set("trust_centre", centre)
+        self._set("trust_radius", radius)
+
+    def linearize_at(self, x: np.ndarray) -> None:
+        """Tangent of the non-convex components at ``x`` (an upper bound where they are concave)."""
+        for pool in self.data.bound.pools:
+            for comp in pool.initial:
+                if comp.convex:
+                    continue
+                xp = x[pool.columns]
+                value, grad = comp.linearize(xp, comp.values(pool.usd_rate))
+                self._set(f"{pool.name}/{comp.name}/lin_const", value - grad @ xp)
+                self._set(f"{pool.name}/{comp.name}/lin_grad", grad)
+
+    def _classify(self, data: ProblemData) -> ProblemClass:
+        comps = [c for p in data.bound.pools for c in p.initial if c.convex]
+        socp = self.has_impact or any(isinstance(c, FactorRisk) and c.form == "norm" for c in comps)
+        quad = any(isinstance(c, SizeCharge) and np.any(c.quadratic) for c in comps) or \
+            any(isinstance(c, FactorRisk) and c.form == "variance" for c in comps)
+        if self.integer:
+            return ProblemClass.MIQP if (quad or socp) else ProblemClass.MILP
+        return ProblemClass.SOCP if socp else ProblemClass.QP if quad else ProblemClass.LP
+
+    @property
+    def compiled(self) -> object:
+        """The compiled parametric program of stage 1 (identity shows reuse across re-solves)."""
+        return getattr(self.stage1._cache, "param_prog", None)
+
+    # ------------------------------------------------------------------ solving
+    def solve(self, solver: str | None = None) -> RawSolution:
+        first = solve(self.stage1, self.problem_class, solver)
+        lower = self._duals(self.lower_con)
+        upper = self._duals(self.upper_con)
+        best = float(self.objective.value)
+        self._set("stage1_best", best + 1e-9 * abs(best) + 1e-6)
+        try:
+            second = solve(self.stage2, self.problem_class, solver)
+            reports = (first, second)
+        except OptimizationError as exc:  # the stage-1 answer stands; say why stage 2 did not
+            self.stage1.solve(solver=first.solver)
+            reports = (first, SolveReport("tie-break", "skipped", 0.0, (f"stage 2 failed: {exc}",)))
+        buy = np.maximum(np.asarray(self.buy.value, dtype=float), 0.0)
+        sell = np.maximum(np.asarray(self.sell.value, dtype=float), 0.0)
+        # a buy and a sell of one instrument net out: keep only the net trade
+        net = buy - sell
+        return RawSolution(np.maximum(net, 0.0), np.maximum(-net, 0.0), float(self.margin.value),
+                           float(self.cost.value), lower, upper, reports)
+
+    @staticmethod
+    def _duals(con: cp.Constraint | None) -> np.ndarray:
+        if con is None or con.dual_value is None:
+            return np.zeros(0)
+        return np.atleast_1d(np.asarray(con.dual_value, dtype=float))
+
+    def diagnose(self, solver: str | None = None) -> dict[str, float]:
+        """Re-solve with every limit softened by a slack (minimising the slacks, each relative to
+        its limit's scale); return the limits that must move and by how much (signed)."""
+        lim = self.data.limits
+        scale = lim.scale()
+        slacks, cons, names = [], [self.x == self.x0 + self.buy - self.sell], []
+        traded = self.buy + self.sell
+        if self.lower_con is not None:
+            s = cp.Variable(lim.lower_rows.size, nonneg=True)
+            cons.append(self._params["limit_lower_matrix"] @ self.x + s >= self._params["limit_lower"])
+            slacks.append((s, scale[lim.lower_rows], [(lim.names[r], -1.0) for r in lim.lower_rows]))
+        if self.upper_con is not None:
+            s = cp.Variable(lim.upper_rows.size, nonneg=True)
+            cons.append(self._params["limit_upper_matrix"] @ self.x - s <= self._params["limit_upper"])
+            slacks.append((s, scale[lim.upper_rows], [(lim.names[r], 1.0) for r in lim.upper_rows]))
+        if self.turnover_con is not None:
+            s = cp.Variable(1, nonneg=True)
+            budget = self.spec.trade_bounds.turnover_usd or 0.0
+            cons.append(self._params["notional_usd"] @ traded - s <= budget)
+            slacks.append((s, np.array([max(budget, 1.0)]), [("turnover_usd", 1.0)]))
+        if self.target_con is not None:
+            s = cp.Variable(1, nonneg=True)
+            cons.append(self.margin - s <= self._params["margin_target_usd"])
+            slacks.append((s, np.array([max(self.spec.free_margin_usd or 1.0, 1.0)]),
+                           [("free_margin_usd", -1.0)]))
+        objective = cp.sum(cp.hstack([cp.sum(cp.multiply(1.0 / sc, s)) for s, sc, _ in slacks]))
+        elastic = cp.Problem(cp.Minimize(objective), cons)
+        solve(elastic, self.problem_class, solver)
+        out: dict[str, float] = {}
+        for s, sc, labels in slacks:
+            for value, size, (name, sign) in zip(np.atleast_1d(s.value), sc, labels):
+                if value > 1e-7 * size:
+                    key = f"{name}.{'upper' if sign > 0 else 'lower'}" if name not in (
+                        "turnover_usd", "free_margin_usd") else name
+                    out[key] = float(sign * value)
+        return out

@@ -1,0 +1,178 @@
+"""The proposal: trades, margin before/after/saved (recomputed by the calculator), greeks against
+limits, binding limits with their shadow prices, and how the solve went."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import pandas as pd
+
+from ..margin import MarginResult
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Trade:
+    instrument_name: str
+    side: str                 # "buy" or "sell"
+    quantity: float           # signed, coin
+    price: float              # ask for a buy, bid for a sell (mark if none), in the quote units
+    cost: float               # estimated cost in USD (half spread plus impact)
+    notional_usd: float
+
+
+@dataclass(frozen=True)
+class LimitCheck:
+    name: str
+    lower: float | None
+    upper: float | None
+    before: float
+    after: float
+    breached_before: bool
+    binding: bool
+    #: initial margin (plus cost) saved in USD per unit the binding bound is relaxed
+    shadow_price: float
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A frozen rebalance proposal. ``status``: ``optimal`` (trades that save margin),
+    ``no_trade`` (nothing helps; ``reason`` says why) or ``restores_limits`` (the book broke a
+    limit and the trades bring it back inside, possibly at a margin cost)."""
+
+    status: str
+    reason: str
+    model: str
+    trades: tuple[Trade, ...]
+    margin_before: MarginResult
+    margin_after: MarginResult
+    limits: tuple[LimitCheck, ...]
+    greeks_before: Mapping[str, Mapping[str, float]]
+    greeks_after: Mapping[str, Mapping[str, float]]
+    solver: str | None = None
+    solver_status: str | None = None
+    problem_class: str | None = None
+    #: the solver's own margin of the post-trade book (continuous solution, USD), for the check
+    solver_margin_usd: float | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    attempts: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+    excluded: Mapping[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ figures
+    @property
+    def margin_saved_usd(self) -> float:
+        return self.margin_before.initial_margin_usd - self.margin_after.initial_margin_usd
+
+    @property
+    def margin_saved_pct(self) -> float:
+        before = self.margin_before.initial_margin_usd
+        return 100.0 * self.margin_saved_usd / before if before else 0.0
+
+    @property
+    def cost_usd(self) -> float:
+        return float(sum(t.cost for t in self.trades))
+
+    @property
+    def binding_limits(self) -> tuple[LimitCheck, ...]:
+        return tuple(l for l in self.limits if l.binding)
+
+    @property
+    def trade_quantities(self) -> dict[str, float]:
+        return {t.instrument_name: t.quantity for t in self.trades}
+
+    # ------------------------------------------------------------------ exports
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "status": self.status,
+            "reason": self.reason,
+            "model": self.model,
+            "margin_before": self.margin_before.to_dict(),
+            "margin_after": self.margin_after.to_dict(),
+            "margin_saved_usd": self.margin_saved_usd,
+            "margin_saved_pct": self.margin_saved_pct,
+            "cost_usd": self.cost_usd,
+            "trades": [asdict(t) for t in self.trades],
+            "greeks_before": {k: dict(v) for k, v in self.greeks_before.items()},
+            "greeks_after": {k: dict(v) for k, v in self.greeks_after.items()},
+            "limits": [asdict(l) for l in self.limits],
+            "binding_limits": [{"name": l.name, "shadow_price": l.shadow_price,
+                                "bound": l.upper if l.upper is not None and abs(l.after - l.upper)
+                                <= abs(l.after - (l.lower if l.lower is not None else float("inf")))
+                                else l.lower} for l in self.binding_limits],
+            "solver": {"name": self.solver, "status": self.solver_status,
+                       "problem_class": self.problem_class, "solver_margin_usd": self.solver_margin_usd,
+                       "attempts": [list(a) for a in self.attempts]},
+            "timings": dict(self.timings),
+            "notes": list(self.notes),
+            "excluded": dict(self.excluded),
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The trades, one row each."""
+        cols = ["instrument_name", "side", "quantity", "price", "cost", "notional_usd"]
+        return pd.DataFrame([asdict(t) for t in self.trades], columns=cols)
+
+    def limits_frame(self) -> pd.DataFrame:
+        cols = ["name", "lower", "upper", "before", "after", "breached_before", "binding", "shadow_price"]
+        return pd.DataFrame([asdict(l) for l in self.limits], columns=cols)
+
+    def to_markdown(self) -> str:
+        b, a = self.margin_before, self.margin_after
+        lines = [
+            f"# Margin proposal ({self.model})", "",
+            f"**Status:** {self.status}. {self.reason}", "",
+            "| | initial margin (USD) | maintenance margin (USD) |", "|---|---:|---:|",
+            f"| before | {b.initial_margin_usd:,.2f} | {b.maintenance_margin_usd:,.2f} |",
+            f"| after | {a.initial_margin_usd:,.2f} | {a.maintenance_margin_usd:,.2f} |",
+            f"| saved | {self.margin_saved_usd:,.2f} ({self.margin_saved_pct:.2f}%) | "
+            f"{b.maintenance_margin_usd - a.maintenance_margin_usd:,.2f} |", "",
+            f"Estimated trading cost: {self.cost_usd:,.2f} USD.", "",
+        ]
+        lines += ["## Margin by pool and component", "",
+                  "| pool | currency | component | before | after |", "|---|---|---|---:|---:|"]
+        for pool in sorted(set(b.by_underlying) | set(a.by_underlying)):
+            pb, pa = b.by_underlying.get(pool), a.by_underlying.get(pool)
+            names = list(dict.fromkeys([*(pb.components if pb else {}), *(pa.components if pa else {})]))
+            ccy = (pb or pa).currency
+            for n in names:
+                vb = pb.components.get(n, 0.0) if pb else 0.0
+                va = pa.components.get(n, 0.0) if pa else 0.0
+                lines.append(f"| {pool} | {ccy} | {n} | {vb:,.6g} | {va:,.6g} |")
+        lines += ["", "## Trades", ""]
+        if self.trades:
+            lines += ["| instrument | side | quantity | price | cost (USD) |", "|---|---|---:|---:|---:|"]
+            lines += [f"| {t.instrument_name} | {t.side} | {t.quantity:+,.6g} | {t.price:,.6g} | {t.cost:,.2f} |"
+                      for t in self.trades]
+        else:
+            lines.append("No trade.")
+        lines += ["", "## Limits", "", "| limit | lower | upper | before | after | binding | shadow price (USD/unit) |",
+                  "|---|---:|---:|---:|---:|---|---:|"]
+        for l in self.limits:
+            fmt = lambda v: "" if v is None else f"{v:,.6g}"  # noqa: E731
+            lines.append(f"| {l.name} | {fmt(l.lower)} | {fmt(l.upper)} | {l.before:,.6g}"
+                         f"{' (breached)' if l.breached_before else ''} | {l.after:,.6g} | "
+                         f"{'yes' if l.binding else ''} | {l.shadow_price:,.6g} |")
+        lines += ["", "## Greeks", "", "| underlying | delta before | delta after | vega before | vega after |",
+                  "|---|---:|---:|---:|---:|"]
+        for u in self.greeks_before:
+            gb, ga = self.greeks_before[u], self.greeks_after.get(u, {})
+            lines.append(f"| {u} | {gb['delta']:,.4f} | {ga.get('delta', 0):,.4f} | {gb['vega']:,.2f} | "
+                         f"{ga.get('vega', 0):,.2f} |")
+        if self.solver:
+            lines += ["", f"Solver: {self.solver} ({self.problem_class}, {self.solver_status}); "
+                      + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.timings.items()) + "."]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        if self.excluded:
+            lines += ["", f"{len(self.excluded)} instruments left out of the universe: "
+                      + "; ".join(f"{k} ({v})" for k, v in list(self.excluded.items())[:20])
+                      + (" ..." if len(self.excluded) > 20 else "") + "."]
+        return "\n".join(lines) + "\n"

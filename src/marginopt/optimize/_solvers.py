@@ -1,0 +1,105 @@
+"""The solver boundary: chains by problem class, and the one place a status becomes a verdict."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from enum import Enum
+
+import cvxpy as cp
+
+from ..errors import Infeasible, SolverFailed, Unbounded
+
+
+class ProblemClass(str, Enum):
+    LP = "LP"
+    QP = "QP"
+    SOCP = "SOCP"
+    MILP = "MILP"
+    MIQP = "MIQP"
+
+
+#: Fallback chains measured on this kind of machine (shared/docs/solver-notes.md). SCS answers are
+#: flagged low accuracy; OSQP is never used for LPs.
+CHAINS: dict[ProblemClass, tuple[str, ...]] = {
+    ProblemClass.LP: ("HIGHS", "CLARABEL", "SCS"),
+    ProblemClass.QP: ("CLARABEL", "OSQP", "SCS"),
+    ProblemClass.SOCP: ("CLARABEL", "ECOS", "SCS"),
+    ProblemClass.MILP: ("HIGHS",),
+    ProblemClass.MIQP: ("HIGHS",),
+}
+
+#: Tight tolerances: limits must hold to 1e-9 of their scale after the solve.
+OPTIONS: dict[str, dict] = {
+    "HIGHS": {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10},
+    "CLARABEL": {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500},
+    "ECOS": {"abstol": 1e-10, "reltol": 1e-10, "feastol": 1e-10, "max_iters": 500},
+    "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "polish": True, "max_iter": 200_000},
+    "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
+}
+LOW_ACCURACY = frozenset({"SCS"})
+
+
+class Verdict(str, Enum):
+    ACCEPT = "accept"
+    WARN = "accept_with_warning"
+    INFEASIBLE = "infeasible"
+    UNBOUNDED = "unbounded"
+    FAIL = "fail"
+
+
+def verdict(status: str | None) -> Verdict:
+    """Map a cvxpy status to what marginopt does with it."""
+    return {
+        cp.OPTIMAL: Verdict.ACCEPT,
+        cp.OPTIMAL_INACCURATE: Verdict.WARN,
+        cp.INFEASIBLE: Verdict.INFEASIBLE,
+        cp.UNBOUNDED: Verdict.UNBOUNDED,
+    }.get(status, Verdict.FAIL)  # inaccurate infeasible/unbounded, user limit, solver error
+
+
+@dataclass(frozen=True)
+class SolveReport:
+    solver: str
+    status: str
+    seconds: float
+    warnings: tuple[str, ...] = ()
+    attempts: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None = None) -> SolveReport:
+    """Solve along the class's chain (or only ``solver``); raise Infeasible / Unbounded /
+    SolverFailed with what every solver said."""
+    chain = (solver.upper(),) if solver else CHAINS[problem_class]
+    installed = set(cp.installed_solvers())
+    attempts: list[tuple[str, str]] = []
+    for name in chain:
+        if name not in installed:
+            attempts.append((name, "not installed"))
+            continue
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                problem.solve(solver=name, **OPTIONS.get(name, {}))
+            except cp.error.SolverError as exc:
+                attempts.append((name, f"solver error: {exc}".splitlines()[0]))
+                continue
+        seconds = time.perf_counter() - start
+        said = tuple(str(w.message).splitlines()[0] for w in caught)
+        v = verdict(problem.status)
+        if v is Verdict.INFEASIBLE:
+            raise Infeasible(f"{name} proves the problem infeasible.")
+        if v is Verdict.UNBOUNDED:
+            raise Unbounded(f"{name} reports the problem unbounded: give the spec trade bounds.")
+        if v is Verdict.FAIL:
+            attempts.append((name, f"status {problem.status}"))
+            continue
+        notes = list(said)
+        if v is Verdict.WARN:
+            notes.append(f"{name} returned {problem.status}")
+        if name in LOW_ACCURACY:
+            notes.append(f"{name} is a first-order solver: its answer is low accuracy")
+        return SolveReport(name, problem.status, seconds, tuple(notes), tuple(attempts))
+    raise SolverFailed("No solver produced an answer.", attempts)
