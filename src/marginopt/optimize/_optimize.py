@@ -87,7 +87,7 @@ class Rebalancer:
         timings["data"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        prob = self.problem(data)
+        prob = self.problem(data, self._continuous_spec())
         timings["build"] = time.perf_counter() - t1
         notes: list[str] = [f"{k} is not traded: {v}" for k, v in u.frozen.items()]
         lim = data.limits
@@ -107,11 +107,16 @@ class Rebalancer:
         timings["solve"] = time.perf_counter() - t2
 
         trades = self._clean(raw.buy - raw.sell, u)
+        problem_class = prob.problem_class.value
         if self.spec.lots.mode == "round":
             trades, lot_notes = self._round_to_lots(trades, data, book, snap)
             notes += lot_notes
+            if len(lot_notes) > 1:
+                problem_class += " + MILP (lots)"
         elif self.spec.lots.mode == "exact":
-            trades = np.where(data.lot > 0, np.round(trades / np.where(data.lot > 0, data.lot, 1)) * data.lot, trades)
+            trades, lot_notes = self._exact_lots(trades, data)
+            notes += lot_notes
+            problem_class += " + MILP (lots)"
 
         t3 = time.perf_counter()
         status, reason, trades, after = self._decide(trades, data, book, snap, before, breached, raw)
@@ -138,7 +143,7 @@ class Rebalancer:
             trades=self._trades(trades, u, snap, data),
             margin_before=before, margin_after=after, limits=checks,
             greeks_before=greeks_summary(inputs, u.x0), greeks_after=greeks_summary(inputs, x1),
-            solver=first.solver, solver_status=first.status, problem_class=prob.problem_class.value,
+            solver=first.solver, solver_status=first.status, problem_class=problem_class,
             solver_margin_usd=raw.objective_margin_usd, timings=timings,
             attempts=tuple(a for r in raw.reports for a in r.attempts),
             notes=tuple(notes + [w for r in raw.reports for w in r.warnings]),
@@ -214,13 +219,43 @@ class Rebalancer:
                 ok.append((data.bound.initial_margin_usd(u.x0 + t), t))
         if ok:
             return min(ok, key=lambda p: p[0])[1], ["trades rounded to lot sizes and re-verified"]
+        repaired, notes = self._exact_lots(trades, data)
+        return repaired, ["rounding to lots broke a limit or bound; repaired by the whole-lot "
+                          "search"] + notes
+
+    def _continuous_spec(self) -> RebalanceSpec:
+        """The spec without lot integrality: lots are handled after the continuous optimum."""
+        if self.spec.lots.mode != "exact":
+            return self.spec
+        return self.spec.model_copy(update={"lots": self.spec.lots.model_copy(update={"mode": "none"})})
+
+    def _exact_lots(self, trades: np.ndarray, data: ProblemData) -> tuple[np.ndarray, list[str]]:
+        """Whole-lot trades by mixed-integer search (HiGHS) in the box of lots around the
+        continuous optimum, widened if the box holds no feasible point; the continuous optimum
+        bounds the true one from below, so the gap to it is reported."""
         exact_spec = self.spec.model_copy(update={"lots": self.spec.lots.model_copy(update={"mode": "exact"})})
         prob = self.problem(data, exact_spec)
-        raw = prob.solve(self.solver)
-        repaired = np.round((raw.buy - raw.sell) / step) * np.where(lot > 0, step, 0) + \
-            np.where(lot > 0, 0.0, raw.buy - raw.sell)
-        return repaired, ["rounding to lots broke a limit or bound; repaired with the mixed-integer "
-                          "solve (HiGHS) and re-verified"]
+        lot = np.where(data.lot > 0, data.lot, 1.0)
+        max_buy, max_sell = prob.max_lots(data)
+        buy_lots, sell_lots = np.maximum(trades, 0) / lot, np.maximum(-trades, 0) / lot
+        continuous = data.bound.initial_margin_usd(data.universe.x0 + trades)
+        for width in (1.0, 3.0, None):
+            if width is None:
+                prob.set_lot_box(0 * max_buy, max_buy, 0 * max_sell, max_sell)
+            else:
+                prob.set_lot_box(np.maximum(np.floor(buy_lots) - width + 1, 0), np.minimum(np.ceil(buy_lots) + width - 1, max_buy),
+                                 np.maximum(np.floor(sell_lots) - width + 1, 0), np.minimum(np.ceil(sell_lots) + width - 1, max_sell))
+            try:
+                raw = prob.solve(self.solver)
+            except Infeasible:
+                continue
+            exact = np.round((raw.buy - raw.sell) / lot) * lot
+            margin = data.bound.initial_margin_usd(data.universe.x0 + exact)
+            where = "the whole universe" if width is None else f"within {int(width)} lot(s) of the continuous optimum"
+            return exact, [f"whole-lot trades by mixed-integer search {where}: margin {margin:,.2f} USD, "
+                           f"{margin - continuous:,.2f} USD above the continuous optimum (a lower bound)"]
+        raise Infeasible("No whole-lot trade set satisfies every limit of the spec.",
+                         prob.diagnose(self.solver))
 
     def _decide(self, trades, data: ProblemData, book: Portfolio, market: MarketSnapshot,
                 before, breached: np.ndarray, raw: RawSolution):

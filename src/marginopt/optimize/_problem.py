@@ -92,6 +92,10 @@ class RebalanceProblem:
             self.sell_lots = cp.Variable(n, integer=True, nonneg=True, name="sell_lots")
             self.buy = cp.multiply(data.lot, self.buy_lots)
             self.sell = cp.multiply(data.lot, self.sell_lots)
+            # a box of whole lots per instrument (HiGHS takes infinite bounds): the search is
+            # narrowed to the lots around the continuous optimum (see Rebalancer._exact_lots)
+            lot_box = [self.buy_lots >= p("buy_lots_min", (n,)), self.buy_lots <= p("buy_lots_max", (n,)),
+                       self.sell_lots >= p("sell_lots_min", (n,)), self.sell_lots <= p("sell_lots_max", (n,))]
         else:
             self.buy = cp.Variable(n, nonneg=True, name="buy")
             self.sell = cp.Variable(n, nonneg=True, name="sell")
@@ -101,8 +105,12 @@ class RebalanceProblem:
         # Upper bounds on the finite entries only (Parameter bounds on a Variable are not DPP,
         # and some solvers reject infinite right-hand sides).
         u = data.universe
-        self.buy_bounded = np.flatnonzero(np.isfinite(u.buy_max))
-        self.sell_bounded = np.flatnonzero(np.isfinite(u.sell_max))
+        if exact:
+            constraints += lot_box
+            self.buy_bounded = self.sell_bounded = np.zeros(0, dtype=int)
+        else:
+            self.buy_bounded = np.flatnonzero(np.isfinite(u.buy_max))
+            self.sell_bounded = np.flatnonzero(np.isfinite(u.sell_max))
         if self.buy_bounded.size:
             constraints.append(self.buy[self.buy_bounded] <= p("buy_max", (self.buy_bounded.size,)))
         if self.sell_bounded.size:
@@ -138,6 +146,9 @@ class RebalanceProblem:
         self.cost = cost
 
         lim = data.limits
+        # everything but the limits, the turnover budget and the margin target: what the
+        # infeasibility diagnosis keeps hard while it softens those
+        self.hard_constraints = list(constraints)
         self.lower_con = self.upper_con = None
         if lim.lower_rows.size:
             self.lower_con = p("limit_lower_matrix", (lim.lower_rows.size, n), signed=True) @ self.x \
@@ -157,9 +168,11 @@ class RebalanceProblem:
                                 "(trade_bounds.max_quantity or max_open_interest_fraction)",
                                 field="trade_bounds.max_instruments")
             used = cp.Variable(n, boolean=True, name="traded")
-            constraints += [self.buy <= cp.multiply(p("buy_cap", (n,)), used),
-                            self.sell <= cp.multiply(p("sell_cap", (n,)), used),
-                            cp.sum(used) <= spec.trade_bounds.max_instruments]
+            cardinality = [self.buy <= cp.multiply(p("buy_cap", (n,)), used),
+                           self.sell <= cp.multiply(p("sell_cap", (n,)), used),
+                           cp.sum(used) <= spec.trade_bounds.max_instruments]
+            constraints += cardinality
+            self.hard_constraints += cardinality
         self.target_con = None
         if spec.objective == "free_margin":
             self.target_con = self.margin <= p("margin_target_usd", (), signed=True)
@@ -201,13 +214,11 @@ class RebalanceProblem:
         self.data = data
         u = data.universe
         self._set("x0", u.x0)
-        buy_max, sell_max = u.buy_max, u.sell_max
-        if self.integer and self.spec.lots.mode == "exact":  # whole lots inside the bound
-            lot = np.where(data.lot > 0, data.lot, 1.0)
-            buy_max = np.floor(buy_max / lot + 1e-9) * lot
-            sell_max = np.floor(sell_max / lot + 1e-9) * lot
-        self._set("buy_max", buy_max[self.buy_bounded])
-        self._set("sell_max", sell_max[self.sell_bounded])
+        self._set("buy_max", u.buy_max[self.buy_bounded])
+        self._set("sell_max", u.sell_max[self.sell_bounded])
+        if "buy_lots_max" in self._params:
+            self.set_lot_box(np.zeros(len(u.x0)), self.max_lots(data)[0], np.zeros(len(u.x0)),
+                             self.max_lots(data)[1])
         self._set("buy_cap", u.buy_max)
         self._set("sell_cap", u.sell_max)
         for k, v in data.component_values().items():
@@ -227,6 +238,20 @@ class RebalanceProblem:
         if self.nonconvex:
             self.linearize_at(u.x0)
             self.set_trust_region(u.x0, np.maximum(np.abs(u.x0), 1.0))
+
+    @staticmethod
+    def max_lots(data: ProblemData) -> tuple[np.ndarray, np.ndarray]:
+        """Whole lots that fit inside each instrument's buy and sell bounds."""
+        lot = np.where(data.lot > 0, data.lot, 1.0)
+        u = data.universe
+        return np.floor(u.buy_max / lot + 1e-9), np.floor(u.sell_max / lot + 1e-9)
+
+    def set_lot_box(self, buy_min, buy_max, sell_min, sell_max) -> None:
+        """Restrict the whole-lot search to a box per instrument (exact-lot problems)."""
+        self._params["buy_lots_min"].value = np.asarray(buy_min, dtype=float)
+        self._params["buy_lots_max"].value = np.asarray(buy_max, dtype=float)
+        self._params["sell_lots_min"].value = np.asarray(sell_min, dtype=float)
+        self._params["sell_lots_max"].value = np.asarray(sell_max, dtype=float)
 
     def set_trust_region(self, centre: np.ndarray, radius: np.ndarray) -> None:
         self._set("trust_centre", centre)
@@ -288,7 +313,7 @@ class RebalanceProblem:
         its limit's scale); return the limits that must move and by how much (signed)."""
         lim = self.data.limits
         scale = lim.scale()
-        slacks, cons, names = [], [self.x == self.x0 + self.buy - self.sell], []
+        slacks, cons = [], list(self.hard_constraints)
         traded = self.buy + self.sell
         if self.lower_con is not None:
             s = cp.Variable(lim.lower_rows.size, nonneg=True)

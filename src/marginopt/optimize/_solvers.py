@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import cvxpy as cp
+import numpy as np
 
 from ..errors import Infeasible, SolverFailed, Unbounded
 
@@ -68,6 +69,11 @@ class SolveReport:
     attempts: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
+#: Mixed-integer searches stop at a small gap or a time limit; the incumbent is then accepted
+#: with a warning (the proposal reports it).
+MIP_OPTIONS = {"HIGHS": {"mip_rel_gap": 1e-6, "time_limit": 30.0}}
+
+
 def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None = None) -> SolveReport:
     """Solve along the class's chain (or only ``solver``); raise Infeasible / Unbounded /
     SolverFailed with what every solver said."""
@@ -82,13 +88,18 @@ def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None =
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                problem.solve(solver=name, **OPTIONS.get(name, {}))
+                opts = dict(OPTIONS.get(name, {}))
+                if problem_class in (ProblemClass.MILP, ProblemClass.MIQP):
+                    opts.update(MIP_OPTIONS.get(name, {}))
+                problem.solve(solver=name, **opts)
             except cp.error.SolverError as exc:
                 attempts.append((name, f"solver error: {exc}".splitlines()[0]))
                 continue
         seconds = time.perf_counter() - start
         said = tuple(str(w.message).splitlines()[0] for w in caught)
         v = verdict(problem.status)
+        if problem.status == cp.USER_LIMIT and problem.value is not None and np.isfinite(problem.value):
+            v = Verdict.WARN  # stopped at a limit with a feasible incumbent
         if v is Verdict.INFEASIBLE:
             raise Infeasible(f"{name} proves the problem infeasible.")
         if v is Verdict.UNBOUNDED:
