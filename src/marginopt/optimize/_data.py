@@ -85,14 +85,33 @@ def _try_parse(name: str) -> Instrument | None:
         return None
 
 
+def _drop_failing(instruments: list[Instrument], held: set[str], excluded: dict[str, str],
+                  check) -> list[Instrument]:
+    """Run ``check`` on the whole list (vectorised); while it names a candidate that is not held,
+    leave that one out with the reason and retry. An error about a held instrument propagates."""
+    keep = list(instruments)
+    while True:
+        try:
+            check(keep)
+            return keep
+        except InputError as exc:
+            bad = exc.row if isinstance(exc.row, str) else None
+            if bad is None or bad in held or bad not in {i.name for i in keep}:
+                raise
+            excluded[bad] = exc.message
+            keep = [i for i in keep if i.name != bad]
+
+
 def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
-                   spec: RebalanceSpec) -> Universe:
-    """The book's instruments plus the spec's candidates that can be priced, margined and quoted."""
+                   spec: RebalanceSpec) -> tuple[Universe, BoundModel]:
+    """The book's instruments plus the spec's candidates that can be priced, margined and quoted,
+    with the model bound to them (the binding is the expensive step: it is done once)."""
     from ..instruments import parse_instrument
 
     held = set(book.names)
     excluded: dict[str, str] = {}
     keep: list[Instrument] = []
+    listed = set(market.rows.index)
     for name in _candidates(book, market, spec):
         if name in held:
             keep.append(parse_instrument(name))  # the book must price: errors propagate
@@ -100,22 +119,19 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
         inst = _try_parse(name)
         if inst is None:
             excluded[name] = "not a Deribit instrument name"
-            continue
-        if name not in market.rows.index:
+        elif name not in listed:
             raise SpecError("universe names an instrument the market snapshot does not list",
                             row=name, field="universe")
-        why = market.usable(inst)
-        if why is None:
-            try:
-                model.bind([inst], market)
-            except InputError as exc:
-                why = f"model {model.name}: {exc.message}"
-        if why is not None:
-            excluded[name] = why
-            continue
-        keep.append(inst)
-    # validate the book against market and model (typed errors name the row)
-    model.bind(keep, market)
+        elif model.pooling != "single" and inst.underlying not in model.currencies:
+            excluded[name] = f"model {model.name} has no parameters for {inst.underlying}"
+        elif inst.settlement.value not in model.settlements:
+            excluded[name] = f"model {model.name} does not margin {inst.settlement.value} contracts"
+        else:
+            keep.append(inst)
+    keep = _drop_failing(keep, held, excluded, market.pricing_inputs)
+    bound_box: list[BoundModel] = []
+    keep = _drop_failing(keep, held, excluded,
+                         lambda insts: bound_box.append(model.bind(insts, market)))
     x0 = np.array([book.quantity(i.name) for i in keep])
 
     buy_max = np.full(len(keep), np.inf)
@@ -157,8 +173,9 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
     unknown = [n for n in [*spec.do_not_trade, *spec.close_only] if n not in names]
     for n in unknown:
         excluded.setdefault(n, "named in the spec but not in the universe")
-    return Universe(tuple(keep), x0, buy_max, sell_max, excluded,
-                    {k: v for k, v in frozen.items() if k in held})
+    universe = Universe(tuple(keep), x0, buy_max, sell_max, excluded,
+                        {k: v for k, v in frozen.items() if k in held})
+    return universe, bound_box[-1]
 
 
 def open_interest_coin(instruments: list[Instrument] | tuple[Instrument, ...],

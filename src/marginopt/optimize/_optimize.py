@@ -39,9 +39,8 @@ class Rebalancer:
 
     # ------------------------------------------------------------------ data
     def problem_data(self, book: Portfolio, market: MarketSnapshot) -> ProblemData:
-        universe = build_universe(book, market, self.model, self.spec)
+        universe, bound = build_universe(book, market, self.model, self.spec)
         insts = list(universe.instruments)
-        bound = self.model.bind(insts, market)
         inputs = market.pricing_inputs(insts)
         half = np.nan_to_num(market.half_spread_usd(insts), nan=0.0) if self.spec.costs.spread \
             else np.zeros(len(insts))
