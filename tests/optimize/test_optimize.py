@@ -243,3 +243,33 @@ def test_spec_errors_are_typed():
     assert "free_margin_usd" in str(err.value)
     with pytest.raises(SpecError):
         mo.load_spec({"limits": {"BTC": {"delta": [5, -5]}}})
+
+
+def test_impact_cost_makes_an_socp_and_stays_sound(sample):
+    book, market, spec = sample
+    impact_spec = spec.model_copy(update={"costs": mo.load_spec({"costs": {"impact": 5.0}}).costs})
+    p = mo.optimize(book, market, "deribit-pm", impact_spec)
+    assert_sound(p)
+    assert p.problem_class == "SOCP" and p.solver == "CLARABEL"
+    # the SOCP optimum beats the LP's trades when both are charged the impact cost
+    plain = mo.optimize(book, market, "deribit-pm", spec)
+    data = Rebalancer("deribit-pm", impact_spec).problem_data(book, market)
+    t = np.array([plain.trade_quantities.get(n, 0.0) for n in data.universe.names])
+    plain_cost = data.half_spread_usd @ np.abs(t) + data.impact_usd @ np.abs(t) ** 1.5
+    assert p.cost_usd > 0
+    assert p.margin_after.initial_margin_usd + p.cost_usd <= \
+        plain.margin_after.initial_margin_usd + plain_cost + 1e-6 * p.margin_before.initial_margin_usd
+
+
+def test_vega_buckets_and_gamma_limits_hold(sample):
+    book, market, _ = sample
+    spec = {"universe": "held+futures",
+            "limits": {"BTC": {"delta": [-5, 5], "gamma": [-0.08, 0.08],
+                               "vega_buckets": {"0-30": [-600, 600], "30-": [-1200, 1200]}}}}
+    p = mo.optimize(book, market, "deribit-pm", spec)
+    assert_sound(p)
+    names = {l.name for l in p.limits}
+    assert {"BTC.delta", "BTC.gamma", "BTC.vega[0-30d]", "BTC.vega[30-d]"} <= names
+    # the bucket rows add up to the whole BTC vega
+    after = {l.name: l.after for l in p.limits}
+    assert after["BTC.vega[0-30d]"] + after["BTC.vega[30-d]"] == pytest.approx(p.greeks_after["BTC"]["vega"], rel=1e-9)
