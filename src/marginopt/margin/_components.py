@@ -246,8 +246,10 @@ class ExpectedShortfall(BoundComponent):
 
 class CalendarSpreadCharge(BoundComponent):
     """SPAN-style intra-commodity spread charge, ``rate * min(long delta, short delta)`` summed
-    over pairs of expiries: concave in the positions, so NOT convex. The optimizer handles it by
-    sequential convex programming (linearise at the current book, re-solve, re-check)."""
+    over pairs of expiries: NOT convex. It is concave only while every expiry keeps the sign of
+    its delta (a min of two linear functions there); across sign changes it is neither, so the
+    linearisation is a local supergradient. The optimizer handles it by sequential convex
+    programming (linearise at the current book, re-solve, re-check)."""
 
     convex = False
     signed_values = frozenset({"delta"})

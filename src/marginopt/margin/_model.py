@@ -219,6 +219,10 @@ class MarginResult:
 
 
 # --------------------------------------------------------------------------- loading
+#: validated models by (file, mtime, size), for load_model without overrides or inputs
+_FILE_CACHE: dict[tuple[str, int, int], MarginModel] = {}
+
+
 def _models_dir() -> Path:
     return Path(str(resources.files("marginopt") / "models"))
 
@@ -258,6 +262,7 @@ def load_model(
     if isinstance(model, MarginModel) and not overrides and not component_inputs:
         return model
     path: Path | None = None
+    cache_key: tuple[str, int, int] | None = None
     if isinstance(model, MarginModel):
         data: Any = model.model_dump(exclude={"path"})
         path = model.path
@@ -273,6 +278,10 @@ def load_model(
         else:
             raise ModelError(f"no margin model '{model}' (shipped: {', '.join(model_names())})",
                              field="model")
+        stat = path.stat()
+        cache_key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if not overrides and not component_inputs and cache_key in _FILE_CACHE:
+            return _FILE_CACHE[cache_key]
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
@@ -282,7 +291,12 @@ def load_model(
         for comp in [*(rules.get("initial") or []), *(rules.get("maintenance") or [])]:
             comp.update({k: v for k, v in component_inputs.items() if k in comp})
     try:
-        return MarginModel.model_validate({**data, "path": path})
+        model_obj = MarginModel.model_validate({**data, "path": path})
+        if cache_key is not None and not overrides and not component_inputs:
+            # YAML parsing + validation cost ~10 ms, more than binding a 1,000-position book;
+            # models are frozen, so a file's model is shared until the file changes
+            _FILE_CACHE[cache_key] = model_obj
+        return model_obj
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ModelError(err["msg"], source=str(path) if path else None,
