@@ -73,6 +73,8 @@ class _OptionIn(BaseModel):
     Strike: Num
     IsCall: Flag
     Amount: Num
+    #: the expiry as a Unix timestamp (the exchange's files spell the key ``ExiryTs``)
+    ExiryTs: int | None = None
 
 
 class _FeedIn(BaseModel):
@@ -130,6 +132,8 @@ class DeriveCase:
 
     Options are in file order; ``option_expiry`` is seconds to expiry. Feeds are one row per
     expiry (``feed_*``), ``feed_svi`` columns are ``a, b, rho, m, sigma, forward, tau``.
+    ``valuation_time`` (Unix seconds) is ``ExiryTs - Expiry`` of the options when the file gives
+    their timestamps (the same for every option, or the file is rejected), else None.
     """
 
     name: str
@@ -163,6 +167,10 @@ class DeriveCase:
     collateral_mm_haircut: FloatArray
     params: DeriveParams
     expected: DeriveExpected | None = None
+    valuation_time: int | None = None
+    #: per-option mark vol (decimal) used instead of the feeds' SVI (books margined from a
+    #: marginopt snapshot); None: the SVI of each option's expiry, as the exchange does
+    option_vol: FloatArray | None = None
 
 
 def _frozen(a: Any, dtype: Any = float) -> NDArray[Any]:
@@ -218,6 +226,20 @@ def _validate_market(s: _ScenarioIn, src: str) -> None:
                (c.MMHaircut, c.IMHaircut))
 
 
+def _valuation_time(s: _ScenarioIn, src: str) -> int | None:
+    """``ExiryTs - Expiry``, the same for every option that gives its timestamp."""
+    now: int | None = None
+    for i, o in enumerate(s.Options):
+        if o.ExiryTs is None:
+            continue
+        t = o.ExiryTs - o.Expiry
+        _check(now is None or t == now, f"ExiryTs - Expiry is {t}, not {now} as for the options "
+               "before it (one valuation time per file)", src, f"Scenario.Options[{i}].ExiryTs",
+               o.ExiryTs)
+        now = t
+    return now
+
+
 def _expected(raw: Mapping[str, Any] | None, src: str) -> DeriveExpected | None:
     if raw is None:
         return None
@@ -237,15 +259,21 @@ def _expected(raw: Mapping[str, Any] | None, src: str) -> DeriveExpected | None:
 
 
 def case_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>",
-                      params_path: str | os.PathLike[str] | None = None) -> DeriveCase:
-    """Validate an already-parsed case mapping (see ``load_case``)."""
+                      params_path: str | os.PathLike[str] | None = None,
+                      params: DeriveParams | None = None) -> DeriveCase:
+    """Validate an already-parsed case mapping (see ``load_case``). ``params``: use these
+    parameters as they are (the mapping's ``Parameters`` block must then be empty)."""
     try:
         case = _CaseIn.model_validate(data)
     except ValidationError as err:
         raise raise_from_validation(err, source, "") from err
     s = case.Scenario
     _validate_market(s, source)
-    params = load_params(params_path, override=case.Parameters)
+    if params is None:
+        params = load_params(params_path, override=case.Parameters)
+    elif case.Parameters:
+        raise DeriveCaseError("give parameters either as params= or in the mapping, not both",
+                              source=source, field="Parameters")
     if case.Result is not None:
         exp = _expected(case.Result, source)
         n_kind = {k: params.scenarios.kind.count(k) for k in ("regular", "tail", "skew")}
@@ -257,6 +285,7 @@ def case_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>",
         exp = None
     feeds = s.OptionFeeds
     return DeriveCase(
+        valuation_time=_valuation_time(s, source),
         name=Path(source).stem,
         cash=s.Cash,
         spot=s.SpotPrice,

@@ -238,10 +238,43 @@ def read_params_block(path: str | os.PathLike[str] | None = None) -> dict[str, A
         raise DeriveCaseError(f"cannot read parameter file: {exc}", source=str(p)) from exc
     if isinstance(data, Mapping) and "Parameters" in data:
         data = data["Parameters"]
+    elif isinstance(data, Mapping) and "currencies" in data:
+        data = _model_parameters(data)
     if not isinstance(data, Mapping):
         raise DeriveCaseError("expected a mapping of parameter groups", source=str(p),
                               field="Parameters")
     return dict(data)
+
+
+def _model_parameters(model: Mapping[str, Any]) -> Any:
+    """The ``parameters`` of the first ``derive_pm2`` component of a margin-model mapping (the
+    shipped ``models/derive-pm2.yaml`` keeps the default set there)."""
+    for rules in (model.get("currencies") or {}).values():
+        for comp in [*((rules or {}).get("initial") or []), *((rules or {}).get("maintenance") or [])]:
+            if isinstance(comp, Mapping) and comp.get("type") == "derive_pm2" \
+                    and isinstance(comp.get("parameters"), Mapping):
+                return comp["parameters"]
+    return None
+
+
+def params_to_block(params: DeriveParams) -> dict[str, Any]:
+    """The exchange's ``Parameters`` block of ``params`` (full, with the derived ``*_NORMAL``
+    totals; scenarios with their ``Kind``): ``build_params(params_to_block(p)) == p``."""
+    block: dict[str, Any] = {
+        group: {f.metadata["key"]: float(getattr(getattr(params, _ATTR[group]), f.name))
+                for f in fields(cls)}
+        for group, cls in _GROUPS.items()
+    }
+    for group, derived in _DERIVED.items():  # the exchange's totals, so a merge stays consistent
+        for key, (a, b) in derived.items():
+            block[group][key] = block[group][a] + block[group][b]
+    sc = params.scenarios
+    block["Scenarios"] = [
+        {"SpotShock": float(sc.spot_shock[i]), "VolShockDirection": sc.vol_direction[i],
+         "DampeningFactor": float(sc.dampening[i]), "Kind": sc.kind[i]}
+        for i in range(len(sc))
+    ]
+    return block
 
 
 def merge_params(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -299,7 +299,8 @@ def build_risk_arrays(case: DeriveCase, params: DeriveParams | None = None) -> D
     svi = case.feed_svi[feed_row][opt_e] if n else np.zeros((0, 7))
     strike = case.option_strike
     vol = svi_vol(strike, *svi.T, k_bound_scale=p.svi.k_bound_scale,
-                  max_total_variance=p.svi.max_total_variance)
+                  max_total_variance=p.svi.max_total_variance) if case.option_vol is None \
+        else np.asarray(case.option_vol, dtype=float)
     F, t, disc = fwd_e[opt_e], tau_e[opt_e], disc_e[opt_e]
     call = case.option_is_call
 
@@ -523,6 +524,12 @@ class DeriveMarginBreakdown:
     contingencies: float
     margin: float
 
+    @property
+    def requirement(self) -> float:
+        """``loss_factor * worst_loss + contingencies`` = ``mtm - margin``: what the account's
+        value must cover (marginopt's margin of the account's tradable positions)."""
+        return self.loss_factor * self.worst_loss + self.contingencies
+
 
 def im_loss_factor(arrays: DeriveRiskArrays, params: DeriveParams | None = None) -> float:
     """``IM_LOSS_FACTOR`` plus the stable-coin peg-loss add-on."""
@@ -590,6 +597,57 @@ def initial_margin(x: ArrayLike | None, arrays: DeriveRiskArrays,
     """PM2 initial margin of ``x``: IM loss factor (with peg loss), MM + IM contingencies and the
     oracle contingency. Not convex (skew scenarios, oracle contingency)."""
     return _margin(x, arrays, params, initial=True)
+
+
+def requirement_gradient(x: ArrayLike | None, arrays: DeriveRiskArrays,
+                         params: DeriveParams | None = None, *, initial: bool) -> FloatArray:
+    """A subgradient, per column, of ``requirement = loss_factor * worst_loss + contingencies``
+    (``mtm - margin``) at ``x``: the worst scenario's P&L row at ``x`` (or the active branch of
+    each expiry's forward contingency when that is the worst loss), plus the slopes of the
+    contingencies (``|.|`` and ``pos`` take slope 0 at their kink). It is the gradient wherever
+    the requirement is differentiable; at a kink it is the slope of one active piece. The
+    oracle contingency's jump when the perp crosses 0 has no slope (the confidence in force at
+    ``x`` is used)."""
+    p = params or arrays.params
+    o = p.other
+    v = _x(x, arrays)
+    g = np.zeros(arrays.n_columns)
+    # worst loss (the same tie rule as _margin: a scenario wins ties with the forward contingency)
+    pnl = scenario_pnl(v, arrays)
+    fwd = forward_contingency(v, arrays)
+    i = int(np.argmin(pnl))
+    if -pnl[i] >= fwd:
+        g -= linearised_pnl_matrix(arrays, v)[i]
+    else:
+        up, down = -(arrays.basis_up @ v), -(arrays.basis_down @ v)
+        pick_up = (up >= down) & (up > 0.0)
+        pick_down = ~pick_up & (down > 0.0)
+        g -= (arrays.basis_factor * pick_up) @ arrays.basis_up
+        g -= (arrays.basis_factor * pick_down) @ arrays.basis_down
+    if initial:
+        factor = im_loss_factor(arrays, p)
+        perp_pct = o.mm_perp_percent + o.im_perp_percent
+        opt_pct = o.mm_option_percent + o.im_option_percent
+        haircut = arrays.collateral_mm_haircut + arrays.collateral_im_haircut
+    else:
+        factor = p.margin.mm_loss_factor
+        perp_pct, opt_pct = o.mm_perp_percent, o.mm_option_percent
+        haircut = arrays.collateral_mm_haircut
+    g *= factor
+    perp = v[arrays.perp_col]
+    g[arrays.perp_col] += perp_pct * arrays.spot * np.sign(perp)
+    short = (arrays.strike_groups @ v) < 0.0
+    g -= opt_pct * arrays.spot * short.astype(float) @ arrays.strike_groups
+    g[arrays.collateral_cols] += arrays.collateral_value * np.asarray(haircut, dtype=float)
+    if initial:  # oracle contingency
+        conf = min(arrays.spot_confidence, arrays.perp_confidence) if perp != 0 \
+            else arrays.spot_confidence
+        g[arrays.perp_col] += confidence_charge(conf, arrays.spot, o) * np.sign(perp)
+        rate_e = confidence_charge(np.minimum(arrays.expiry_confidence, conf), arrays.spot, o)
+        g += (rate_e @ arrays.expiry_membership) * np.sign(v)
+        g[arrays.collateral_cols] += confidence_charge(arrays.collateral_confidence,
+                                                       arrays.collateral_value, o)
+    return g
 
 
 def term_is_convex(term: str, arrays: DeriveRiskArrays) -> bool:

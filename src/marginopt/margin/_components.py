@@ -588,9 +588,11 @@ class ScenarioEsSpec(_UserMatrixSpec):
         return ExpectedShortfall(self.name, labels, pnl, self.level)
 
 
+from ..derive._component import DerivePM2Spec  # noqa: E402  (subclasses _Spec, defined above)
+
 ComponentSpec = Annotated[
     Union[RiskMatrixSpec, RollShockSpec, FuturesSizeSpec, ShortOptionSpec, CalendarSpreadSpec,
-          CovarianceVarSpec, ScenarioMaxSpec, ScenarioEsSpec],
+          CovarianceVarSpec, ScenarioMaxSpec, ScenarioEsSpec, DerivePM2Spec],
     Field(discriminator="type"),
 ]
 
