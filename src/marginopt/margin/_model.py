@@ -80,6 +80,10 @@ class MarginModel(BaseModel):
                         f"(it covers {', '.join(self.currencies)})", row=inst.name, field="instrument")
                 key = (inst.underlying, inst.settlement)
             pools.setdefault(key, []).append(j)
+        if self.pooling == "single" and not pools:
+            # one account-wide pool exists even with no positions: its components may charge
+            # for account state (e.g. Derive collateral) that a flat book still carries
+            pools[(SINGLE_POOL, None)] = []
         bound = []
         for (underlying, settlement), cols in pools.items():
             insts = tuple(instruments[j] for j in cols)

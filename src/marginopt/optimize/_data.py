@@ -136,8 +136,8 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
 
     buy_max = np.full(len(keep), np.inf)
     sell_max = np.full(len(keep), np.inf)
-    frozen: dict[str, str] = {}
     names = [i.name for i in keep]
+    frozen: dict[str, str] = {}
     tb = spec.trade_bounds
     if tb.max_quantity is not None:
         buy_max[:] = sell_max[:] = tb.max_quantity
@@ -149,6 +149,9 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
     ask = market.column(names, "ask_price")
     if tb.max_open_interest_fraction is not None:
         oi = open_interest_coin(keep, market)
+        for j in np.flatnonzero(~np.isfinite(oi)):
+            frozen.setdefault(names[j], "no open interest in the snapshot: the liquidity bound "
+                                        "allows no trade")
         cap = tb.max_open_interest_fraction * np.nan_to_num(oi, nan=0.0)
         buy_max = np.minimum(buy_max, cap)
         sell_max = np.minimum(sell_max, cap)

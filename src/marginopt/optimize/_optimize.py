@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import Infeasible, OptimizationError
+from ..errors import Infeasible, OptimizationError, SolverFailed
 from ..margin import MarginModel, load_model
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio
@@ -161,9 +161,11 @@ class Rebalancer:
         best = self._surrogate_objective(data, x0) if self._within_limits(data, x0).all() else np.inf
         radius = scale.copy()
         candidate, iterations = raw, 0
-        while iterations < _SCP_MAX_ITERATIONS and radius.max() > 1e-6:
+        while iterations < _SCP_MAX_ITERATIONS and np.all(radius > 1e-6 * scale):
             iterations += 1
             x_new = x0 + candidate.buy - candidate.sell
+            if iterations > 1 and np.allclose(x_new, best_x, rtol=0.0, atol=1e-9):
+                break  # the linearised problem returns the current point: converged
             value = self._surrogate_objective(data, x_new)
             if value < best - 1e-9 * max(abs(best), 1.0):
                 best, best_x, best_raw = value, x_new, candidate
@@ -172,7 +174,10 @@ class Rebalancer:
                 radius = radius / 4.0
             prob.linearize_at(best_x)
             prob.set_trust_region(best_x, radius)
-            candidate = prob.solve(self.solver)
+            try:
+                candidate = prob.solve(self.solver)
+            except SolverFailed:
+                break  # keep the best step the calculator confirmed
         note = (f"non-convex components handled by sequential convex programming: {iterations} "
                 "linearised solve(s) in a trust region, each step checked by the calculator")
         if best_raw is None:  # no step improved on the book

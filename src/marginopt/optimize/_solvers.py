@@ -95,6 +95,9 @@ def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None =
             except cp.error.SolverError as exc:
                 attempts.append((name, f"solver error: {exc}".splitlines()[0]))
                 continue
+            except ValueError as exc:  # cvxpy could not unpack the solver's answer (status unknown)
+                attempts.append((name, f"no usable answer: {exc}".splitlines()[0]))
+                continue
         seconds = time.perf_counter() - start
         said = tuple(str(w.message).splitlines()[0] for w in caught)
         v = verdict(problem.status)
