@@ -133,7 +133,9 @@ class BoundPool:
             components=im_parts, maintenance_components=mm_parts,
             worst_scenario=details.get("worst_scenario"),
             scenario_labels=tuple(details.get("scenario_labels", ())),
-            scenario_pnl=tuple(details.get("scenario_pnl", ())))
+            scenario_pnl=tuple(details.get("scenario_pnl", ())),
+            details={k: v for k, v in details.items()
+                     if k not in ("worst_scenario", "scenario_labels", "scenario_pnl")})
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,8 @@ class PoolMargin:
     worst_scenario: str | None = None
     scenario_labels: tuple[str, ...] = ()
     scenario_pnl: tuple[float, ...] = ()
+    #: model-specific facts (e.g. Derive's own IM/MM figure and each contingency)
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,6 +194,7 @@ class PoolMargin:
             "worst_scenario": self.worst_scenario,
             "scenario_labels": list(self.scenario_labels),
             "scenario_pnl": list(self.scenario_pnl),
+            **({"details": dict(self.details)} if self.details else {}),
         }
 
 
