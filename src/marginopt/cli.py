@@ -164,6 +164,52 @@ def demo(as_json: bool = typer.Option(False, "--json"),
 
 @app.command()
 @_guarded
+def batch(
+    job: Path = typer.Argument(..., help="batch job YAML"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w",
+                                          help="start a local Dask cluster of N worker processes"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="address of a running Dask scheduler"),
+    max_accounts: Optional[int] = typer.Option(None, "--max-accounts", min=1,
+                                               help="compute at most N accounts now, the rest next run"),
+    strict: bool = typer.Option(False, "--strict", help="exit 1 if any account failed"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Optimise every account of a job file; re-runs skip the accounts already done."""
+    import logging
+
+    from .batch import run_batch
+    logger = logging.getLogger("marginopt.batch")
+    handler = None
+    if not sys.stderr.isatty():  # no progress bar: plain log lines on stderr
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        result = run_batch(job, workers=workers, scheduler=scheduler, max_accounts=max_accounts)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+    info = result.to_dict()
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+    else:
+        typer.echo(f"Batch of {info['accounts']} accounts ({info['workers']}): {info['computed']} "
+                   f"computed, {info['skipped']} up to date, {info['pending']} pending, "
+                   f"{info['errors']} in error; margin saved {info['margin_saved_usd']:,.2f} USD "
+                   f"in {info['seconds']:.1f} s")
+        typer.echo(f"Summary: {info['files']['summary_csv']}")
+        for row in result.errors.head(10).itertuples():
+            typer.echo(f"  error {row.account}: {row.error}")
+        if result.n_errors > 10:
+            typer.echo(f"  ... and {result.n_errors - 10} more in the summary")
+    if strict and result.n_errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guarded
 def models(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the margin models with their source and the currencies they cover."""
     from .margin import available_models, model_names

@@ -1,0 +1,197 @@
+"""The batch job file: which accounts, which market, model and spec, where the results go.
+
+Paths in the job are relative to the job file; paths in a manifest are relative to the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import InputError
+
+#: an account name becomes a folder name: letters, digits, '.', '_', '-', not starting with '.'
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+PORTFOLIO_SUFFIXES = (".csv", ".json")
+
+
+class BatchJob(BaseModel):
+    """A batch job (YAML). Exactly one of ``accounts_dir`` (every ``*.csv``/``*.json`` book in the
+    folder, the account named after the file) and ``manifest`` (CSV: ``account``, ``portfolio``,
+    optional ``spec`` file and ``spec_overrides`` JSON object per account)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    accounts_dir: Path | None = None
+    #: glob of the books inside ``accounts_dir``
+    pattern: str = "*"
+    manifest: Path | None = None
+    market: Path
+    #: a raw Deribit book summary (``{"result": [...]}``) needs these two; a snapshot file has them
+    valuation_time: datetime | None = None
+    index_prices: dict[str, float] | None = None
+    #: a shipped model name (``deribit-pm``) or a model YAML file
+    model: str = "deribit-pm"
+    #: inputs of the scenario-max/-es and covariance-var models
+    scenarios: Path | None = None
+    covariance: Path | None = None
+    spec: Path | None = None
+    output_dir: Path
+    #: also write each account's report.html (charts take about a second per account)
+    reports: bool = False
+    solver: str | None = None
+    #: accounts per Dask task (default: enough tasks for about four per worker, at most 25 each)
+    chunk_size: int | None = Field(None, ge=1)
+    #: the folder the relative paths are resolved against (the job file's folder)
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "BatchJob":
+        if (self.accounts_dir is None) == (self.manifest is None):
+            raise ValueError("give exactly one of 'accounts_dir' and 'manifest'")
+        return self
+
+    def path(self, p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        p = Path(p).expanduser()
+        return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))
+
+    @property
+    def model_ref(self) -> str | Path:
+        """The model as ``load_model`` takes it: a shipped name, or a YAML path resolved here."""
+        if self.model.lower().endswith((".yaml", ".yml")):
+            return self.path(Path(self.model))  # type: ignore[return-value]
+        return self.model
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, *, base_dir: str | Path | None = None,
+                  source: str = "<memory>") -> "BatchJob":
+        if not isinstance(data, Mapping):
+            raise InputError("a batch job is a mapping of keys (accounts_dir or manifest, market, "
+                             "model, spec, output_dir)", source=source)
+        try:
+            return cls.model_validate({**dict(data), "base_dir": Path(base_dir or Path.cwd()).resolve()})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InputError(err["msg"], source=source,
+                             field=".".join(str(p) for p in err["loc"]) or None) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "BatchJob":
+        path = Path(path)
+        if not path.exists():
+            raise InputError("batch job file not found", source=str(path))
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise InputError(f"not valid YAML ({exc})", source=str(path)) from None
+        return cls.from_dict(data, base_dir=path.resolve().parent, source=str(path))
+
+
+def load_job(job: BatchJob | str | Path | Mapping[str, Any]) -> BatchJob:
+    if isinstance(job, BatchJob):
+        return job
+    if isinstance(job, Mapping):
+        return BatchJob.from_dict(job)
+    return BatchJob.from_file(job)
+
+
+@dataclass(frozen=True)
+class Account:
+    """One account of a job. ``problem`` is set when the row itself is unusable (the account is
+    then reported as an error without being run)."""
+
+    name: str
+    portfolio: Path | None
+    spec_file: Path | None = None
+    spec_overrides: str | None = None
+    where: str = ""
+    problem: str | None = None
+
+    @property
+    def folder_name(self) -> str | None:
+        return self.name if ACCOUNT_NAME.match(self.name) else None
+
+
+def _present(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and pd.isna(v)) and str(v).strip() != ""
+
+
+def resolve_accounts(job: BatchJob) -> list[Account]:
+    """The job's accounts in a stable order (file name, or manifest row order)."""
+    accounts: list[Account] = []
+    if job.accounts_dir is not None:
+        folder = job.path(job.accounts_dir)
+        assert folder is not None
+        if not folder.is_dir():
+            raise InputError("accounts_dir is not a folder", source=str(folder), field="accounts_dir")
+        files = sorted(p for p in folder.glob(job.pattern)
+                       if p.is_file() and p.suffix.lower() in PORTFOLIO_SUFFIXES)
+        for p in files:
+            accounts.append(Account(p.stem, p, where=str(p)))
+    else:
+        manifest = job.path(job.manifest)
+        assert manifest is not None
+        if not manifest.exists():
+            raise InputError("manifest file not found", source=str(manifest), field="manifest")
+        try:
+            frame = pd.read_csv(manifest, dtype=str, skipinitialspace=True, comment="#",
+                                keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read as CSV ({exc})", source=str(manifest)) from None
+        frame.columns = [str(c).strip().lower() for c in frame.columns]
+        for col in ("account", "portfolio"):
+            if col not in frame.columns:
+                raise InputError(f"the manifest needs an '{col}' column", source=str(manifest),
+                                 field=col)
+        base = manifest.parent
+        for i, row in enumerate(frame.to_dict(orient="records"), start=1):
+            where = f"{manifest}, row {i}"
+            name = str(row.get("account") or "").strip()
+            if not name:
+                accounts.append(Account(f"<row {i}>", None, where=where,
+                                        problem=f"{where}, field 'account': no account name"))
+                continue
+            port = str(row.get("portfolio") or "").strip()
+            spec_file = str(row.get("spec") or "").strip()
+            overrides = row.get("spec_overrides")
+            accounts.append(Account(
+                name, (base / port) if port else None,
+                spec_file=(base / spec_file) if spec_file else None,
+                spec_overrides=str(overrides) if _present(overrides) else None, where=where,
+                problem=None if port else f"{where}, field 'portfolio': no portfolio file"))
+    seen: dict[str, str] = {}
+    out = []
+    for a in accounts:
+        if a.problem is None and a.folder_name is None:
+            a = Account(a.name, a.portfolio, a.spec_file, a.spec_overrides, a.where,
+                        f"{a.where}: account name '{a.name}' cannot name a folder (use letters, "
+                        "digits, '.', '_' and '-')")
+        elif a.problem is None and a.name.lower() in seen:
+            a = Account(a.name, a.portfolio, a.spec_file, a.spec_overrides, a.where,
+                        f"{a.where}: account '{a.name}' is listed twice (first in {seen[a.name.lower()]})")
+        else:
+            seen.setdefault(a.name.lower(), a.where)
+        out.append(a)
+    return out
+
+
+def parse_overrides(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"spec_overrides is not valid JSON ({exc.msg})", source=where,
+                         field="spec_overrides") from None
+    if not isinstance(data, dict):
+        raise InputError("spec_overrides must be a JSON object of spec keys", source=where,
+                         field="spec_overrides")
+    return data

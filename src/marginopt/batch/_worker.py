@@ -1,0 +1,162 @@
+"""What runs on a worker (or in-process): optimise a chunk of accounts and return their files.
+
+Inputs travel as bytes (portfolio files, the market snapshot), so a worker needs no access to the
+job's folders and what is computed is exactly what was hashed. Per worker process, parsed markets
+and ``Rebalancer`` objects are cached by content key: accounts that share the model and the
+effective spec reuse one Rebalancer and its compiled problems.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ..errors import InputError, MarginoptError
+from ..margin import MarginModel
+from ..market import MarketSnapshot
+from ..optimize import RebalanceSpec, Rebalancer
+from ..portfolio import Portfolio
+
+_CACHE_SIZE = 16
+_MARKETS: "OrderedDict[str, MarketSnapshot]" = OrderedDict()
+_REBALANCERS: "OrderedDict[tuple[str, str, str | None], Rebalancer]" = OrderedDict()
+#: how many Rebalancers this process built (a test and benchmark counter)
+STATS = {"rebalancers_built": 0, "accounts": 0}
+
+
+@dataclass(frozen=True)
+class Task:
+    account: str
+    portfolio: bytes
+    source: str           # the portfolio file's path, for error messages and its format
+    spec: RebalanceSpec
+    spec_key: str         # the effective spec as JSON (part of the cache key and the hash)
+    input_hash: str
+
+
+@dataclass(frozen=True)
+class MarketRef:
+    key: str              # content hash of the snapshot bytes and options
+    data: bytes
+    source: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+def book_from_bytes(data: bytes, source: str) -> Portfolio:
+    """A portfolio file's bytes read as ``Portfolio.from_file`` reads the file."""
+    if source.lower().endswith(".json"):
+        try:
+            obj = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", source=source) from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc})", source=source) from None
+        return Portfolio.from_dict(obj, source=source)
+    try:
+        frame = pd.read_csv(io.BytesIO(data), dtype=str, skipinitialspace=True, comment="#")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read as CSV ({exc})", source=source) from None
+    return Portfolio.from_frame(frame, source=source)
+
+
+def market_from_bytes(ref: MarketRef) -> MarketSnapshot:
+    snap = _MARKETS.get(ref.key)
+    if snap is None:
+        try:
+            data = json.loads(ref.data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            msg = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise InputError(f"not valid JSON ({msg})", source=ref.source) from None
+        if not isinstance(data, dict):
+            raise InputError("a market snapshot is a JSON object", source=ref.source)
+        snap = MarketSnapshot.from_dict(data, source=ref.source, **dict(ref.options))
+        _MARKETS[ref.key] = snap
+        while len(_MARKETS) > 4:
+            _MARKETS.popitem(last=False)
+    return snap
+
+
+def rebalancer(model: MarginModel, model_key: str, spec: RebalanceSpec, spec_key: str,
+               solver: str | None) -> Rebalancer:
+    key = (model_key, spec_key, solver)
+    reb = _REBALANCERS.get(key)
+    if reb is None:
+        reb = Rebalancer(model, spec, solver)
+        _REBALANCERS[key] = reb
+        STATS["rebalancers_built"] += 1
+        while len(_REBALANCERS) > _CACHE_SIZE:
+            _REBALANCERS.popitem(last=False)
+    else:
+        _REBALANCERS.move_to_end(key)
+    return reb
+
+
+def _solve_cold(reb: Rebalancer) -> None:
+    """Make an account's result independent of which accounts this Rebalancer solved before.
+
+    cvxpy re-solves a cached problem warm-started (HiGHS from the previous solution), so an
+    account's trades would depend, at the solver-tolerance level (~1e-9), on the accounts solved
+    before it on the same worker: in-process and Dask runs would differ. Clearing each cached
+    problem's solver cache keeps the compiled problem (the expensive part) and drops only the warm
+    start. A bridge until the optimizer exposes ``warm_start=False``; a no-op if its internals
+    change."""
+    for prob in list(getattr(reb, "_problems", {}).values()):
+        for attr in ("stage1", "stage2"):
+            cache = getattr(getattr(prob, attr, None), "_solver_cache", None)
+            if isinstance(cache, dict):
+                cache.clear()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def run_account(task: Task, market: MarketRef, model: MarginModel, model_key: str,
+                solver: str | None, reports: bool) -> dict[str, Any]:
+    """Optimise one account. Returns ``{"record": summary fields, "files": {name: text}}``; an
+    error in the account is caught and returned in the record, never raised."""
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"account": task.account, "input_hash": task.input_hash}
+    files: dict[str, str] = {}
+    try:
+        snap = market_from_bytes(market)
+        book = book_from_bytes(task.portfolio, task.source)
+        reb = rebalancer(model, model_key, task.spec, task.spec_key, solver)
+        _solve_cold(reb)
+        proposal = reb.optimize(book, snap)
+        files["proposal.json"] = proposal.to_json(indent=1)
+        files["proposal.md"] = proposal.to_markdown()
+        seconds = time.perf_counter() - t0
+        if reports:
+            from ..reports import render_html
+            files["report.html"] = render_html(proposal, market=snap, title=f"Margin proposal: {task.account}")
+        record.update(
+            status=proposal.status,
+            margin_before_usd=proposal.margin_before.initial_margin_usd,
+            margin_after_usd=proposal.margin_after.initial_margin_usd,
+            margin_saved_usd=proposal.margin_saved_usd, margin_saved_pct=proposal.margin_saved_pct,
+            n_trades=len(proposal.trades), solve_seconds=seconds, error="", error_class="",
+            final=True)
+    except Exception as exc:  # noqa: BLE001 - one bad account never stops the others
+        record.update(status="error", margin_before_usd=None, margin_after_usd=None,
+                      margin_saved_usd=None, margin_saved_pct=None, n_trades=None,
+                      solve_seconds=time.perf_counter() - t0, error=_one_line(exc),
+                      error_class=type(exc).__name__,
+                      # marginopt's own errors come from the inputs: the same inputs give the same
+                      # error, so it is final; anything else is retried on the next run
+                      final=isinstance(exc, MarginoptError))
+    STATS["accounts"] += 1
+    return {"record": record, "files": files}
+
+
+def run_chunk(tasks: list[Task], market: MarketRef, model: MarginModel, model_key: str,
+              solver: str | None, reports: bool) -> list[dict[str, Any]]:
+    """A Dask task: several accounts, in order, on one worker (sharing its cached Rebalancers)."""
+    return [run_account(t, market, model, model_key, solver, reports) for t in tasks]
