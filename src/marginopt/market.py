@@ -166,6 +166,8 @@ class MarketSnapshot:
         """The snapshot file shape, or a raw Deribit response ``{"result": [rows]}`` with the
         valuation time and index prices given separately."""
         if "result" in data and "instruments" not in data:
+            valuation_time = valuation_time or data.get("valuation_time")
+            index_prices = index_prices or data.get("index_prices")
             if valuation_time is None or index_prices is None:
                 raise InputError("a raw Deribit book summary needs valuation_time and "
                                  "index_prices given separately", source=source)
@@ -245,7 +247,7 @@ class MarketSnapshot:
         if expired.any():
             j = int(np.flatnonzero(expired)[0])
             raise ExpiredInstrument(
-                f"expired at {instruments[j].expiry:%Y-%m-%d %H:%M} UTC, before the valuation "
+                f"expired at {instruments[j].expiry:%Y-%m-%d %H:%M} UTC, at or before the valuation "
                 f"time {self.valuation_time:%Y-%m-%d %H:%M} UTC", source=self.source,
                 row=names[j], field="expiry")
         underlying_px = sub["underlying_price"].to_numpy(dtype=float)

@@ -97,22 +97,6 @@ def rebalancer(model: MarginModel, model_key: str, spec: RebalanceSpec, spec_key
     return reb
 
 
-def _solve_cold(reb: Rebalancer) -> None:
-    """Make an account's result independent of which accounts this Rebalancer solved before.
-
-    cvxpy re-solves a cached problem warm-started (HiGHS from the previous solution), so an
-    account's trades would depend, at the solver-tolerance level (~1e-9), on the accounts solved
-    before it on the same worker: in-process and Dask runs would differ. Clearing each cached
-    problem's solver cache keeps the compiled problem (the expensive part) and drops only the warm
-    start. A bridge until the optimizer exposes ``warm_start=False``; a no-op if its internals
-    change."""
-    for prob in list(getattr(reb, "_problems", {}).values()):
-        for attr in ("stage1", "stage2"):
-            cache = getattr(getattr(prob, attr, None), "_solver_cache", None)
-            if isinstance(cache, dict):
-                cache.clear()
-
-
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -129,7 +113,6 @@ def run_account(task: Task, market: MarketRef, model: MarginModel, model_key: st
         snap = market_from_bytes(market)
         book = book_from_bytes(task.portfolio, task.source)
         reb = rebalancer(model, model_key, task.spec, task.spec_key, solver)
-        _solve_cold(reb)
         proposal = reb.optimize(book, snap)
         files["proposal.json"] = proposal.to_json(indent=1)
         files["proposal.md"] = proposal.to_markdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
@@ -50,6 +51,12 @@ class Verdict(str, Enum):
     FAIL = "fail"
 
 
+@lru_cache(maxsize=1)
+def _installed() -> frozenset[str]:
+    """cvxpy probes every solver on each call (~10 ms): ask once."""
+    return frozenset(cp.installed_solvers())
+
+
 def verdict(status: str | None) -> Verdict:
     """Map a cvxpy status to what marginopt does with it."""
     return {
@@ -78,7 +85,7 @@ def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None =
     """Solve along the class's chain (or only ``solver``); raise Infeasible / Unbounded /
     SolverFailed with what every solver said."""
     chain = (solver.upper(),) if solver else CHAINS[problem_class]
-    installed = set(cp.installed_solvers())
+    installed = _installed()
     attempts: list[tuple[str, str]] = []
     for name in chain:
         if name not in installed:
@@ -91,7 +98,9 @@ def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None =
                 opts = dict(OPTIONS.get(name, {}))
                 if problem_class in (ProblemClass.MILP, ProblemClass.MIQP):
                     opts.update(MIP_OPTIONS.get(name, {}))
-                problem.solve(solver=name, **opts)
+                # no warm start: a re-used problem must answer exactly as a fresh one would,
+                # whatever it solved before (batch runs in-process and on Dask agree bit for bit)
+                problem.solve(solver=name, warm_start=False, **opts)
             except cp.error.SolverError as exc:
                 attempts.append((name, f"solver error: {exc}".splitlines()[0]))
                 continue
