@@ -12,7 +12,7 @@ import marginopt
 from marginopt import (ExpiredInstrument, InputError, InvalidValue, MarketSnapshot, MissingMarketData,
                        Portfolio, UnknownInstrument, UnsupportedCurrency, load_market, parse_instrument)
 
-from .conftest import BOOK, EXPIRIES, INDEX, VALUATION, forward, year_fraction
+from .conftest import BOOK, INDEX, VALUATION, forward, year_fraction
 
 
 def find(rows, name):

@@ -10,7 +10,6 @@ component's ``exchange_margin`` must give ``IM`` and ``MM`` themselves (1e-8, as
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -32,18 +31,7 @@ from marginopt.errors import UnsupportedCurrency
 from marginopt.instruments import parse_instrument
 from marginopt.margin import BoundModel
 
-CASES_DIR = Path(
-    os.environ.get("MARGINOPT_DERIVE_CASES")
-    or Path(__file__).resolve().parents[2].parent / "shared/data/derive-pm2"
-)
-CASE_FILES = sorted(CASES_DIR.glob("*.json")) if CASES_DIR.is_dir() else []
-IDS = [p.stem for p in CASE_FILES]
-REL = ABS = 1e-8
-
-
-def close(actual: float, expected: float) -> bool:
-    tol = ABS if abs(expected) <= ABS else REL * abs(expected)
-    return abs(actual - expected) <= tol
+from ._cases import CASE_FILES, CASES_DIR, IDS, close
 
 
 @lru_cache(maxsize=None)

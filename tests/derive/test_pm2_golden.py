@@ -8,7 +8,6 @@ The folder is globbed at collection time; ``MARGINOPT_DERIVE_CASES`` points else
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,20 +23,7 @@ from marginopt.derive import (
     skew_vol_multiplier,
 )
 
-CASES_DIR = Path(
-    os.environ.get("MARGINOPT_DERIVE_CASES")
-    or Path(__file__).resolve().parents[2].parent / "shared/data/derive-pm2"
-)
-CASE_FILES = sorted(CASES_DIR.glob("*.json")) if CASES_DIR.is_dir() else []
-IDS = [p.stem for p in CASE_FILES]
-
-REL = ABS = 1e-8
-
-
-def close(actual, expected) -> bool:
-    actual, expected = np.broadcast_arrays(np.asarray(actual, float), np.asarray(expected, float))
-    tol = np.where(np.abs(expected) <= ABS, ABS, REL * np.abs(expected))
-    return bool(np.all(np.abs(actual - expected) <= tol))
+from ._cases import CASE_FILES, CASES_DIR, IDS, close
 
 
 def check(actual, expected, what: str) -> None:
@@ -122,7 +108,6 @@ def test_per_expiry_and_per_option_diagnostics(path):
     case, arrays, _, _ = evaluated(path)
     r = case.expected.raw
     x0 = arrays.x0
-    n = arrays.n_options
     per_expiry = arrays.expiry_mark @ x0
     if r["discount_factors"]:
         check(np.c_[arrays.static_pos, arrays.static_neg], np.array(r["discount_factors"]),

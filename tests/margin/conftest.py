@@ -3,7 +3,6 @@ shared market (the property and cvxpy-agreement tests draw books over it)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio

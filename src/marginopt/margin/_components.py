@@ -19,7 +19,7 @@ import cvxpy as cp
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import InputError, ModelError, UnsupportedCurrency
+from ..errors import ModelError, UnsupportedCurrency
 from ..instruments import Instrument, Settlement
 from ..market import MarketSnapshot, PricingInputs
 from ..scenarios import ScenarioGrid, VolShock, delta_in_margin_currency, revalue

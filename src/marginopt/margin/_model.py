@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import InputError, ModelError, UnsupportedCurrency
+from ..errors import ModelError, UnsupportedCurrency
 from ..instruments import Instrument, Settlement
 from ..market import MarketSnapshot
 from ._components import BoundComponent, ComponentSpec, PoolContext
