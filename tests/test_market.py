@@ -246,3 +246,20 @@ def test_never_a_nan_margin(market):
                 assert all(math.isfinite(v) for v in values), (name, field, model)
                 outcomes.add("finite")
     assert outcomes == {"error", "finite"}
+
+
+def test_raw_book_summary_may_carry_its_time_and_index(tmp_path):
+    from marginopt.cli import sample_paths
+
+    snap = json.loads(sample_paths()["market"].read_text())
+    raw = {"result": snap["instruments"], "valuation_time": snap["valuation_time"],
+           "index_prices": snap["index_prices"]}
+    path = tmp_path / "raw.json"
+    path.write_text(json.dumps(raw))
+    loaded = MarketSnapshot.from_file(path)
+    assert loaded.index_prices == snap["index_prices"]
+    assert len(loaded.rows) == len(snap["instruments"])
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"result": snap["instruments"]}))
+    with pytest.raises(InputError, match="valuation_time"):
+        MarketSnapshot.from_file(bare)
