@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import Infeasible, OptimizationError, SolverFailed
-from ..margin import MarginModel, load_model
+from ..margin import MarginModel, MarginResult, load_model
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio
 from ._data import Universe, build_universe, greeks_summary, limit_rows, open_interest_coin
@@ -108,7 +108,7 @@ class Rebalancer:
         trades = self._clean(raw.buy - raw.sell, u)
         problem_class = prob.problem_class.value
         if self.spec.lots.mode == "round":
-            trades, lot_notes = self._round_to_lots(trades, data, book, snap)
+            trades, lot_notes = self._round_to_lots(trades, data)
             notes += lot_notes
             if len(lot_notes) > 1:
                 problem_class += " + MILP (lots)"
@@ -118,7 +118,7 @@ class Rebalancer:
             problem_class += " + MILP (lots)"
 
         t3 = time.perf_counter()
-        status, reason, trades, after = self._decide(trades, data, book, snap, before, breached, raw)
+        status, reason, trades, after = self._decide(trades, data, book, snap, before, breached)
         timings["verify"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         x1 = u.x0 + trades
@@ -207,8 +207,7 @@ class Rebalancer:
         tol = LIMIT_TOLERANCE * lim.scale()
         return (g >= lim.lower - tol) & (g <= lim.upper + tol)
 
-    def _round_to_lots(self, trades: np.ndarray, data: ProblemData, book: Portfolio,
-                       market: MarketSnapshot) -> tuple[np.ndarray, list[str]]:
+    def _round_to_lots(self, trades: np.ndarray, data: ProblemData) -> tuple[np.ndarray, list[str]]:
         """Round to lots (nearest, then toward zero); if either breaks a limit or a bound,
         repair with the mixed-integer problem; the result is re-verified by the caller."""
         lot = data.lot
@@ -261,8 +260,8 @@ class Rebalancer:
         raise Infeasible("No whole-lot trade set satisfies every limit of the spec.",
                          prob.diagnose(self.solver))
 
-    def _decide(self, trades, data: ProblemData, book: Portfolio, market: MarketSnapshot,
-                before, breached: np.ndarray, raw: RawSolution):
+    def _decide(self, trades: np.ndarray, data: ProblemData, book: Portfolio, market: MarketSnapshot,
+                before: MarginResult, breached: np.ndarray) -> tuple[str, str, np.ndarray, MarginResult]:
         """Recompute margin on the post-trade book with the calculator, check every limit and the
         solver's own margin, and decide whether the trades are worth proposing."""
         u = data.universe
