@@ -26,6 +26,7 @@ def test_sample_book_saves_margin_and_agrees_with_calculator(sample):
     # the solver's objective and the calculator agree on the post-trade book
     assert p.solver_margin_usd == pytest.approx(after.initial_margin_usd, rel=1e-7, abs=1e-4)
     assert p.solver == "HIGHS" and p.problem_class == "LP"
+    assert not any("differs from the calculator" in n for n in p.notes)
     assert p.binding_limits, "with relative vega/gamma limits something binds"
     for lim in p.binding_limits:
         assert lim.shadow_price >= 0

@@ -119,6 +119,13 @@ class Rebalancer:
 
         t3 = time.perf_counter()
         status, reason, trades, after = self._decide(trades, data, book, snap, before, breached)
+        if trades.any() and self.spec.lots.mode == "none" and not prob.nonconvex:
+            # the solver's margin of its own (unrounded) answer must be the calculator's
+            gap = abs(raw.objective_margin_usd - after.initial_margin_usd)
+            if gap > AGREEMENT_TOLERANCE * max(abs(after.initial_margin_usd), 1.0):
+                notes.append(f"the solver's margin ({raw.objective_margin_usd:,.6f} USD) differs from "
+                             f"the calculator's ({after.initial_margin_usd:,.6f} USD); the calculator's "
+                             "figure is the one reported")
         timings["verify"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         x1 = u.x0 + trades
@@ -262,8 +269,8 @@ class Rebalancer:
 
     def _decide(self, trades: np.ndarray, data: ProblemData, book: Portfolio, market: MarketSnapshot,
                 before: MarginResult, breached: np.ndarray) -> tuple[str, str, np.ndarray, MarginResult]:
-        """Recompute margin on the post-trade book with the calculator, check every limit and the
-        solver's own margin, and decide whether the trades are worth proposing."""
+        """Recompute margin on the post-trade book with the calculator, check every limit, and
+        decide whether the trades are worth proposing."""
         u = data.universe
         names = u.names
         post = book.apply({n: q for n, q in zip(names, trades) if q != 0.0})
