@@ -157,7 +157,8 @@ def demo(as_json: bool = typer.Option(False, "--json"),
     if as_json:
         typer.echo(proposal.to_json(indent=1))
         return
-    typer.echo(f"marginopt demo: {sum(1 for _ in open(paths['portfolio'])) - 1} positions "
+    from .portfolio import load_portfolio
+    typer.echo(f"marginopt demo: {len(load_portfolio(paths['portfolio']))} positions "
                f"(sample data in {paths['portfolio'].parent}), model deribit-pm")
     _print_proposal(proposal)
 

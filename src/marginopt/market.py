@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -41,7 +42,7 @@ def _utc(ts: datetime | str | pd.Timestamp) -> datetime:
     return out.to_pydatetime()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PricingInputs:
     """Plain arrays for a list of instruments, ready for vectorised pricing (all length N)."""
 
@@ -72,26 +73,24 @@ class PricingInputs:
             theta=np.where(opt, g.theta, zero),
         )
 
+    @cached_property
+    def _linear_greeks(self) -> Greeks:
+        """Black-76 greeks of the USD value per coin (options only; computed once)."""
+        opt = self.is_option
+        return black76(self.forward, np.where(opt, self.strike, self.forward), self.t,
+                       np.where(opt, self.sigma, 0.0), np.where(opt, self.is_call, True))
+
     def coin_delta(self) -> np.ndarray:
         """Exposure to the underlying in coin per unit held (Black delta for options)."""
-        opt = self.is_option
-        g = black76(self.forward, np.where(opt, self.strike, self.forward), self.t,
-                    np.where(opt, self.sigma, 0.0), np.where(opt, self.is_call, True))
-        return np.where(opt, g.delta, 1.0)
+        return np.where(self.is_option, self._linear_greeks.delta, 1.0)
 
     def vega_usd(self) -> np.ndarray:
         """USD value change per unit held for a one-point (0.01) rise in implied vol."""
-        opt = self.is_option
-        g = black76(self.forward, np.where(opt, self.strike, self.forward), self.t,
-                    np.where(opt, self.sigma, 0.0), np.where(opt, self.is_call, True))
-        return np.where(opt, 0.01 * g.vega, 0.0)
+        return np.where(self.is_option, 0.01 * self._linear_greeks.vega, 0.0)
 
     def gamma_coin(self) -> np.ndarray:
         """Change of coin delta per 1% move of the underlying, per unit held."""
-        opt = self.is_option
-        g = black76(self.forward, np.where(opt, self.strike, self.forward), self.t,
-                    np.where(opt, self.sigma, 0.0), np.where(opt, self.is_call, True))
-        return np.where(opt, 0.01 * self.forward * g.gamma, 0.0)
+        return np.where(self.is_option, 0.01 * self.forward * self._linear_greeks.gamma, 0.0)
 
 
 @dataclass(frozen=True)
@@ -284,19 +283,22 @@ class MarketSnapshot:
     def column(self, names: Sequence[str], field_name: str) -> np.ndarray:
         return self.rows.loc[list(names), field_name].to_numpy(dtype=float)
 
-    def mark_usd(self, instruments: Sequence[Instrument]) -> np.ndarray:
-        """Mark per unit in USD (inverse option marks are quoted in coin, converted at the forward)."""
+    def mark_usd(self, instruments: Sequence[Instrument],
+                 inputs: PricingInputs | None = None) -> np.ndarray:
+        """Mark per unit in USD (inverse option marks are quoted in coin, converted at the forward).
+        ``inputs``: the instruments' pricing inputs, when the caller has them already."""
         names = [i.name for i in instruments]
         mark = self.column(names, "mark_price")
-        inputs = self.pricing_inputs(instruments)
+        inputs = inputs or self.pricing_inputs(instruments)
         return np.where(inputs.is_option & inputs.is_inverse, mark * inputs.forward, mark)
 
-    def half_spread_usd(self, instruments: Sequence[Instrument]) -> np.ndarray:
+    def half_spread_usd(self, instruments: Sequence[Instrument],
+                        inputs: PricingInputs | None = None) -> np.ndarray:
         """Half the bid/ask spread per unit in USD; NaN where a side is missing."""
         names = [i.name for i in instruments]
         bid = self.column(names, "bid_price")
         ask = self.column(names, "ask_price")
-        inputs = self.pricing_inputs(instruments)
+        inputs = inputs or self.pricing_inputs(instruments)
         conv = np.where(inputs.is_option & inputs.is_inverse, inputs.forward, 1.0)
         # Deribit quotes inverse futures in USD per coin: the spread is already in USD per coin.
         return 0.5 * (ask - bid) * conv

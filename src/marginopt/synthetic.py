@@ -63,7 +63,7 @@ def make_market(
         perp_spread = s * 0.00005
         rows.append(dict(instrument_name=f"{u}-PERPETUAL", mark_price=s, underlying_price=s,
                          bid_price=round(s - perp_spread, 2), ask_price=round(s + perp_spread, 2),
-                         open_interest=float(rng.uniform(2e8, 9e8)) / s * s, volume=float(rng.uniform(1e8, 5e8))))
+                         open_interest=float(rng.uniform(2e8, 9e8)), volume=float(rng.uniform(1e8, 5e8))))
         rows.append(dict(instrument_name=f"{u}_USDC-PERPETUAL", mark_price=s, underlying_price=s,
                          bid_price=round(s - 2 * perp_spread, 2), ask_price=round(s + 2 * perp_spread, 2),
                          open_interest=float(rng.uniform(1e3, 5e3)), volume=float(rng.uniform(1e3, 1e4))))
@@ -128,7 +128,7 @@ def make_book(market: MarketSnapshot, n_structures: int = 14, seed: int = 11) ->
         chain = [o for o in by_u[u] if o.expiry == exp]
         calls = sorted((o for o in chain if o.is_call), key=lambda o: o.strike)
         puts = sorted((o for o in chain if not o.is_call), key=lambda o: o.strike)
-        size = lot * int(rng.integers(5, 40)) * (1 if u == "BTC" else 1)
+        size = lot * int(rng.integers(5, 40))
         otm_c = [o for o in calls if o.strike > f] or calls[-1:]
         otm_p = [o for o in puts if o.strike < f] or puts[:1]
         kind = i % 5

@@ -7,15 +7,18 @@ cvxpy Parameters once and later only assigns new values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from ..errors import InputError, SpecError
-from ..instruments import Instrument, Kind
+from ..instruments import Instrument, Kind, parse_instrument
 from ..margin import BoundModel, MarginModel
 from ..market import MarketSnapshot, PricingInputs
 from ..portfolio import Portfolio
 from ._spec import RebalanceSpec, bucket_range
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,6 @@ def _candidates(book: Portfolio, market: MarketSnapshot, spec: RebalanceSpec) ->
 
 
 def _try_parse(name: str) -> Instrument | None:
-    from ..instruments import parse_instrument
     try:
         return parse_instrument(name)
     except InputError:
@@ -86,14 +88,14 @@ def _try_parse(name: str) -> Instrument | None:
 
 
 def _drop_failing(instruments: list[Instrument], held: set[str], excluded: dict[str, str],
-                  check) -> list[Instrument]:
+                  check: Callable[[list[Instrument]], T]) -> tuple[list[Instrument], T]:
     """Run ``check`` on the whole list (vectorised); while it names a candidate that is not held,
-    leave that one out with the reason and retry. An error about a held instrument propagates."""
+    leave that one out with the reason and retry. An error about a held instrument propagates.
+    Returns the instruments kept and what ``check`` returned for them."""
     keep = list(instruments)
     while True:
         try:
-            check(keep)
-            return keep
+            return keep, check(keep)
         except InputError as exc:
             bad = exc.row if isinstance(exc.row, str) else None
             if bad is None or bad in held or bad not in {i.name for i in keep}:
@@ -103,11 +105,10 @@ def _drop_failing(instruments: list[Instrument], held: set[str], excluded: dict[
 
 
 def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
-                   spec: RebalanceSpec) -> tuple[Universe, BoundModel]:
+                   spec: RebalanceSpec) -> tuple[Universe, BoundModel, PricingInputs]:
     """The book's instruments plus the spec's candidates that can be priced, margined and quoted,
-    with the model bound to them (the binding is the expensive step: it is done once)."""
-    from ..instruments import parse_instrument
-
+    with the model bound to them (the binding is the expensive step: it is done once) and their
+    pricing inputs."""
     held = set(book.names)
     excluded: dict[str, str] = {}
     keep: list[Instrument] = []
@@ -128,10 +129,10 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
             excluded[name] = f"model {model.name} does not margin {inst.settlement.value} contracts"
         else:
             keep.append(inst)
-    keep = _drop_failing(keep, held, excluded, market.pricing_inputs)
-    bound_box: list[BoundModel] = []
-    keep = _drop_failing(keep, held, excluded,
-                         lambda insts: bound_box.append(model.bind(insts, market)))
+    priced, inputs = _drop_failing(keep, held, excluded, market.pricing_inputs)
+    keep, bound = _drop_failing(priced, held, excluded, lambda insts: model.bind(insts, market))
+    if len(keep) != len(priced):
+        inputs = market.pricing_inputs(keep)
     x0 = np.array([book.quantity(i.name) for i in keep])
 
     buy_max = np.full(len(keep), np.inf)
@@ -178,7 +179,7 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
         excluded.setdefault(n, "named in the spec but not in the universe")
     universe = Universe(tuple(keep), x0, buy_max, sell_max, excluded,
                         {k: v for k, v in frozen.items() if k in held})
-    return universe, bound_box[-1]
+    return universe, bound, inputs
 
 
 def open_interest_coin(instruments: list[Instrument] | tuple[Instrument, ...],

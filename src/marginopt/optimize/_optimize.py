@@ -39,10 +39,9 @@ class Rebalancer:
 
     # ------------------------------------------------------------------ data
     def problem_data(self, book: Portfolio, market: MarketSnapshot) -> ProblemData:
-        universe, bound = build_universe(book, market, self.model, self.spec)
+        universe, bound, inputs = build_universe(book, market, self.model, self.spec)
         insts = list(universe.instruments)
-        inputs = market.pricing_inputs(insts)
-        half = np.nan_to_num(market.half_spread_usd(insts), nan=0.0) if self.spec.costs.spread \
+        half = np.nan_to_num(market.half_spread_usd(insts, inputs), nan=0.0) if self.spec.costs.spread \
             else np.zeros(len(insts))
         impact = np.zeros(len(insts))
         if self.spec.costs.impact > 0:
@@ -50,7 +49,7 @@ class Rebalancer:
             impact = self.spec.costs.impact * half / np.sqrt(np.maximum(oi, 1.0))
         lots = np.array([self._lot(i, inputs.forward[j]) for j, i in enumerate(insts)])
         return ProblemData(
-            universe=universe, bound=bound, limits=limit_rows(self.spec, inputs, universe.x0),
+            universe=universe, bound=bound, inputs=inputs, limits=limit_rows(self.spec, inputs, universe.x0),
             half_spread_usd=np.maximum(half, 0.0), impact_usd=impact, notional_usd=inputs.index.copy(),
             lot=lots, margin_before_usd=bound.initial_margin_usd(universe.x0))
 
@@ -82,7 +81,7 @@ class Rebalancer:
         before = self.model.bind(book.instruments, snap).evaluate(book.quantities)
         data = self.problem_data(book, snap)
         u = data.universe
-        inputs = snap.pricing_inputs(list(u.instruments))
+        inputs = data.inputs
         timings["data"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..margin import BoundModel
+from ..market import PricingInputs
 from ..errors import OptimizationError
 from ..margin._components import FactorRisk, SizeCharge
 from ._data import LimitRows, Universe
@@ -29,6 +30,7 @@ class ProblemData:
 
     universe: Universe
     bound: BoundModel
+    inputs: PricingInputs
     limits: LimitRows
     half_spread_usd: np.ndarray
     impact_usd: np.ndarray
@@ -202,6 +204,8 @@ class RebalanceProblem:
         return self._params[name]
 
     def _set(self, name: str, value) -> None:
+        """Assign a Parameter; names this structure does not have are skipped, so one
+        ``update`` serves every structure (with or without impact, lots, cardinality...)."""
         if name in self._params:
             par = self._params[name]
             value = np.asarray(value, dtype=float).reshape(par.shape)

@@ -36,6 +36,14 @@ class LimitCheck:
     #: initial margin (plus cost) saved in USD per unit the binding bound is relaxed
     shadow_price: float
 
+    @property
+    def binding_bound(self) -> float | None:
+        """The bound the book sits on after the trades (None when no bound binds)."""
+        bounds = [b for b in (self.lower, self.upper) if b is not None]
+        if not self.binding or not bounds:
+            return None
+        return min(bounds, key=lambda b: abs(self.after - b))
+
 
 @dataclass(frozen=True)
 class Proposal:
@@ -100,10 +108,8 @@ class Proposal:
             "greeks_before": {k: dict(v) for k, v in self.greeks_before.items()},
             "greeks_after": {k: dict(v) for k, v in self.greeks_after.items()},
             "limits": [asdict(l) for l in self.limits],
-            "binding_limits": [{"name": l.name, "shadow_price": l.shadow_price,
-                                "bound": l.upper if l.upper is not None and abs(l.after - l.upper)
-                                <= abs(l.after - (l.lower if l.lower is not None else float("inf")))
-                                else l.lower} for l in self.binding_limits],
+            "binding_limits": [{"name": l.name, "shadow_price": l.shadow_price, "bound": l.binding_bound}
+                               for l in self.binding_limits],
             "solver": {"name": self.solver, "status": self.solver_status,
                        "problem_class": self.problem_class, "solver_margin_usd": self.solver_margin_usd,
                        "attempts": [list(a) for a in self.attempts]},
