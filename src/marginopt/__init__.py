@@ -3,7 +3,7 @@ and vega stay inside the desk's limits, and prove the saving by recomputing the 
 
 from .errors import (ExpiredInstrument, InputError, Infeasible, InvalidValue, MalformedInstrumentName,
                      MarginoptError, MissingMarketData, ModelError, OptimizationError, SolverFailed,
-                     SpecError, Unbounded, UnknownInstrument, UnsupportedCurrency)
+                     SpecError, Unbounded, UnknownInstrument, UnsupportedCurrency, VerificationFailed)
 from .instruments import Instrument, Kind, Settlement, parse_instrument
 from .margin import MarginModel, MarginResult, available_models, load_model, margin, model_names
 from .market import MarketSnapshot, load_market
@@ -16,7 +16,7 @@ __all__ = [
     "ExpiredInstrument", "Infeasible", "InputError", "Instrument", "InvalidValue", "Kind",
     "MalformedInstrumentName", "MarginModel", "MarginResult", "MarginoptError", "MarketSnapshot",
     "MissingMarketData", "ModelError", "OptimizationError", "Portfolio", "Settlement",
-    "SolverFailed", "SpecError", "Unbounded", "UnknownInstrument", "UnsupportedCurrency",
+    "SolverFailed", "SpecError", "Unbounded", "UnknownInstrument", "UnsupportedCurrency", "VerificationFailed",
     "available_models", "load_market", "load_model", "load_portfolio", "margin", "model_names",
     "parse_instrument", "Proposal", "RebalanceSpec", "Rebalancer", "load_spec", "optimize",
 ]

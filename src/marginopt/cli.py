@@ -59,6 +59,15 @@ def sample_paths() -> dict[str, Path]:
             "spec": base / "sample_spec.yaml"}
 
 
+def _load_market(path: Path):
+    """The snapshot, with each implausible-but-possible finding printed as a warning on stderr."""
+    from .market import load_market
+    snap = load_market(path)
+    for w in snap.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    return snap
+
+
 def _load_model(model: str, scenarios: Optional[Path], covariance: Optional[Path]):
     from .margin import load_model
     return load_model(model, scenario_matrix=scenarios, covariance=covariance)
@@ -109,7 +118,7 @@ def margin(
 ) -> None:
     """Margin of a book as the exchange's published method computes it."""
     from .margin import margin as compute
-    result = compute(portfolio, market, _load_model(model, scenarios, covariance))
+    result = compute(portfolio, _load_market(market), _load_model(model, scenarios, covariance))
     if as_json:
         typer.echo(result.to_json(indent=1))
     else:
@@ -131,10 +140,11 @@ def optimize(
 ) -> None:
     """Propose the trades that minimise margin within the spec's limits."""
     from .optimize import optimize as run
-    proposal = run(portfolio, market, _load_model(model, scenarios, covariance), spec, solver)
+    snap = _load_market(market)
+    proposal = run(portfolio, snap, _load_model(model, scenarios, covariance), spec, solver)
     if out is not None:
         from .reports import write_proposal
-        write_proposal(proposal, out, market=market)
+        write_proposal(proposal, out, market=snap)
     if as_json:
         typer.echo(proposal.to_json(indent=1))
     else:

@@ -89,8 +89,10 @@ class Infeasible(OptimizationError):
 
     exit_code = 3
 
-    def __init__(self, message: str, diagnosis: dict[str, float] | None = None) -> None:
+    def __init__(self, message: str, diagnosis: dict[str, float] | None = None, *,
+                 attempts: list[tuple[str, str]] | None = None) -> None:
         self.diagnosis = dict(diagnosis or {})
+        self.attempts = list(attempts or [])
         if self.diagnosis:
             moves = "; ".join(f"{k} by {v:+.6g}" for k, v in self.diagnosis.items())
             message = f"{message} Limits that must move: {moves}."
@@ -105,6 +107,22 @@ class Unbounded(OptimizationError):
 
 class SolverFailed(OptimizationError):
     """Every solver in the chain failed; ``attempts`` records what each one said."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, attempts: list[tuple[str, str]] | None = None) -> None:
+        self.attempts = list(attempts or [])
+        if self.attempts:
+            message += " Tried: " + "; ".join(f"{s}: {why}" for s, why in self.attempts) + "."
+        super().__init__(message)
+
+
+class VerificationFailed(OptimizationError):
+    """Every answer the solvers gave failed the verifier, and no repair passed it either.
+
+    ``attempts`` records each answer tried (solver, stage, repair) and what failed in it; nothing
+    that fails verification is ever returned as a proposal.
+    """
 
     exit_code = 4
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ._io import describe, parse_json, read_bytes
 from .errors import (
     ExpiredInstrument,
     InputError,
@@ -23,10 +23,24 @@ from .errors import (
 )
 from .instruments import Instrument, Kind, Settlement, canonical_name, parse_instrument
 from .pricing import SECONDS_PER_YEAR, Greeks, black76
+from .thresholds import (
+    MAX_MARK_IV_PCT,
+    MAX_PRICE,
+    MAX_SIZE,
+    MAX_TIMESTAMP_GAP_SECONDS,
+    WARN_NEAREST_EXPIRY_DAYS,
+    WARN_TIMESTAMP_GAP_SECONDS,
+)
 
 #: Columns of Deribit's ``public/get_book_summary_by_currency`` rows that marginopt reads.
 ROW_FIELDS = ("mark_price", "mark_iv", "underlying_price", "bid_price", "ask_price",
               "open_interest", "volume")
+#: the largest value each row field may take (``thresholds``); a mark_iv above
+#: ``MAX_MARK_IV_PCT`` is a warning (stressed exchange test cases carry such vols)
+_ROW_MAX = {"mark_price": MAX_PRICE, "underlying_price": MAX_PRICE, "bid_price": MAX_PRICE,
+            "ask_price": MAX_PRICE, "open_interest": MAX_SIZE, "volume": MAX_SIZE}
+#: Deribit's own time stamps on book-summary / ticker rows (milliseconds since 1970)
+TIMESTAMP_FIELDS = ("creation_timestamp", "timestamp")
 
 
 class _SnapshotFile(BaseModel):
@@ -101,6 +115,9 @@ class MarketSnapshot:
     index_prices: Mapping[str, float]
     rows: pd.DataFrame = field(repr=False)  # indexed by instrument_name, columns ROW_FIELDS
     source: str = "<memory>"
+    #: implausible but possible data found when loading (each names the row and field); the
+    #: command line prints them, results may carry them on
+    warnings: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- constructors
     @classmethod
@@ -112,7 +129,18 @@ class MarketSnapshot:
         index_prices: Mapping[str, float],
         source: str = "<memory>",
     ) -> "MarketSnapshot":
-        frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+        if isinstance(rows, pd.DataFrame):
+            frame = rows.copy()
+        else:
+            if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Iterable):
+                raise InputError(f"market rows must be a list of objects, got {describe(rows)}",
+                                 source=source, field="instruments")
+            rows = list(rows)
+            for i, r in enumerate(rows, start=1):
+                if not isinstance(r, Mapping):
+                    raise InputError(f"a market row is an object of book-summary fields, got "
+                                     f"{describe(r)}", source=source, row=i, field="instruments")
+            frame = pd.DataFrame(rows)
         if "instrument_name" not in frame.columns:
             raise InputError("market rows need an 'instrument_name' column", source=source,
                              field="instrument_name")
@@ -132,8 +160,13 @@ class MarketSnapshot:
             not_number = converted.isna() & numeric[col].notna()
             negative = converted < 0
             infinite = np.isinf(converted.to_numpy(dtype=float))
+            values = converted.to_numpy(dtype=float)
+            limit = _ROW_MAX.get(col, np.inf)
+            too_large = np.isfinite(values) & (values > limit)
             for mask, why in ((not_number, "is not a number"), (negative, "is negative"),
-                              (infinite, "is infinite")):
+                              (infinite, "is infinite"),
+                              (too_large, f"is implausibly large (the most marginopt accepts is "
+                                          f"{limit:.0e})")):
                 if np.any(mask):
                     i = int(np.flatnonzero(np.asarray(mask))[0])
                     raise InvalidValue(f"{col} {why} ({numeric[col].iloc[i]!r})", source=source,
@@ -144,19 +177,52 @@ class MarketSnapshot:
         if dup.any():
             raise InputError("instrument listed twice in the snapshot", source=source,
                              row=frame["instrument_name"][dup].iloc[0], field="instrument_name")
+        if not isinstance(index_prices, Mapping):
+            raise InputError(f"index_prices must map each underlying to its index price, got "
+                             f"{describe(index_prices)}", source=source, field="index_prices")
         index = {}
         for ccy, px in dict(index_prices).items():
             try:
-                value = float(px)
-            except (TypeError, ValueError):
+                value = float(px) if not isinstance(px, bool) else math.nan
+            except (TypeError, ValueError, OverflowError):
                 raise InvalidValue(f"index price is not a number ({px!r})", source=source,
                                    row=ccy, field="index_prices") from None
-            if not math.isfinite(value) or value <= 0:
-                raise InvalidValue(f"index price must be positive and finite, got {px!r}",
-                                   source=source, row=ccy, field="index_prices", value=px)
-            index[ccy.upper()] = value
+            if not math.isfinite(value) or value <= 0 or value > MAX_PRICE:
+                raise InvalidValue(f"index price must be positive, finite and at most "
+                                   f"{MAX_PRICE:.0e}, got {px!r}", source=source, row=ccy,
+                                   field="index_prices", value=px)
+            index[str(ccy).upper()] = value
+        try:
+            when = _utc(valuation_time)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidValue(f"valuation_time is not a date and time ({valuation_time!r})",
+                               source=source, field="valuation_time", value=valuation_time) from None
+        warnings: list[str] = []
+        bid, ask = frame["bid_price"].to_numpy(float), frame["ask_price"].to_numpy(float)
+        crossed = np.flatnonzero(bid > ask)
+        if len(crossed):
+            # a crossed quote cannot be traded at: drop it (the instrument cannot be bought or
+            # sold) rather than price trades at a negative spread
+            first = int(crossed[0])
+            warnings.append(
+                f"{source}, row {frame['instrument_name'].iloc[first]}, field 'bid_price': bid "
+                f"{bid[first]:g} is above ask {ask[first]:g} (crossed quote"
+                + (f"; {len(crossed)} instruments in all" if len(crossed) > 1 else "")
+                + "): the quotes of crossed rows are ignored, so they are not traded")
+            cols = [frame.columns.get_loc("bid_price"), frame.columns.get_loc("ask_price")]
+            frame.iloc[crossed, cols] = np.nan
+        iv = frame["mark_iv"].to_numpy(float)
+        high_iv = np.flatnonzero(iv > MAX_MARK_IV_PCT)
+        if len(high_iv):
+            first = int(high_iv[0])
+            warnings.append(
+                f"{source}, row {frame['instrument_name'].iloc[first]}, field 'mark_iv': "
+                f"{iv[first]:g}% is above {MAX_MARK_IV_PCT:g}%"
+                + (f" ({len(high_iv)} instruments in all)" if len(high_iv) > 1 else "")
+                + "; check the snapshot")
+        warnings += _time_checks(frame, when, source)
         frame = frame.set_index("instrument_name")
-        return cls(_utc(valuation_time), index, frame, source)
+        return cls(when, index, frame, source, tuple(warnings))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, valuation_time: datetime | str | None = None,
@@ -164,6 +230,9 @@ class MarketSnapshot:
                   source: str = "<memory>") -> "MarketSnapshot":
         """The snapshot file shape, or a raw Deribit response ``{"result": [rows]}`` with the
         valuation time and index prices given separately."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"a market snapshot is a JSON object (valuation_time, index_prices, "
+                             f"instruments), got {describe(data)}", source=source)
         if "result" in data and "instruments" not in data:
             valuation_time = valuation_time or data.get("valuation_time")
             index_prices = index_prices or data.get("index_prices")
@@ -184,16 +253,13 @@ class MarketSnapshot:
                              index_prices=parsed.index_prices, source=source)
 
     @classmethod
+    def from_bytes(cls, data: bytes, source: str, **kwargs: Any) -> "MarketSnapshot":
+        """A snapshot file's content (JSON)."""
+        return cls.from_dict(parse_json(data, source), source=source, **kwargs)
+
+    @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> "MarketSnapshot":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InputError("market snapshot file not found", source=str(path)) from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})",
-                             source=str(path)) from None
-        return cls.from_dict(data, source=str(path), **kwargs)
+        return cls.from_bytes(read_bytes(path, "market snapshot file"), str(path), **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.rows.reset_index().replace({np.nan: None}).to_dict(orient="records")
@@ -304,7 +370,70 @@ class MarketSnapshot:
         return 0.5 * (ask - bid) * conv
 
     def with_valuation_time(self, valuation_time: datetime | str) -> "MarketSnapshot":
-        return MarketSnapshot(_utc(valuation_time), self.index_prices, self.rows, self.source)
+        return MarketSnapshot(_utc(valuation_time), self.index_prices, self.rows, self.source,
+                              self.warnings)
+
+
+def _time_checks(frame: pd.DataFrame, when: datetime, source: str) -> list[str]:
+    """The valuation time against the rows' own time stamps (an error past
+    ``MAX_TIMESTAMP_GAP_SECONDS``, a warning past ``WARN_TIMESTAMP_GAP_SECONDS``) and against
+    the listed expiries (warnings). Returns the warnings."""
+    warnings: list[str] = []
+    vt = when.timestamp()
+    for col in TIMESTAMP_FIELDS:
+        if col not in frame.columns:
+            continue
+        raw = frame[col]
+        stamps = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero((raw.notna().to_numpy() & ~np.isfinite(stamps)) | (stamps < 0))
+        if len(bad):
+            i = int(bad[0])
+            raise InvalidValue(f"{col} is not a time stamp in milliseconds ({raw.iloc[i]!r})",
+                               source=source, row=frame["instrument_name"].iloc[i], field=col,
+                               value=raw.iloc[i])
+        # Deribit's are milliseconds; a value below 1e11 can only be seconds
+        seconds = np.where(stamps > 1e11, stamps / 1000.0, stamps)
+        gap = np.abs(seconds - vt)
+        if not np.isfinite(gap).any():
+            continue
+        i = int(np.nanargmax(gap))
+        hours = gap[i] / 3600.0
+        what = (f"the valuation time {when:%Y-%m-%d %H:%M} UTC is {hours:,.1f} hours from the "
+                f"row's {col} ({pd.Timestamp(seconds[i], unit='s'):%Y-%m-%d %H:%M} UTC)")
+        if gap[i] > MAX_TIMESTAMP_GAP_SECONDS:
+            raise InvalidValue(f"{what}: the marks are not from the valuation time (at most "
+                               f"{MAX_TIMESTAMP_GAP_SECONDS / 3600:g} hours apart is accepted)",
+                               source=source, row=frame["instrument_name"].iloc[i], field=col,
+                               value=raw.iloc[i])
+        if gap[i] > WARN_TIMESTAMP_GAP_SECONDS:
+            warnings.append(f"{source}, row {frame['instrument_name'].iloc[i]}, field '{col}': {what}")
+    expiries = []
+    for name in frame["instrument_name"]:
+        try:
+            inst = parse_instrument(name)
+        except InputError:
+            continue
+        if inst.expiry is not None:
+            expiries.append((inst.expiry, name))
+    if expiries:
+        expired = [(e, n) for e, n in expiries if (when - e).total_seconds() > 86_400]
+        live = [(e, n) for e, n in expiries if e > when]
+        if expired:
+            e, n = min(expired)
+            warnings.append(
+                f"{source}, row {n}, field 'valuation_time': {len(expired)} listed instruments "
+                f"expired more than a day before the valuation time {when:%Y-%m-%d %H:%M} UTC "
+                f"(the first on {e:%Y-%m-%d}); an exchange lists none: is the valuation time "
+                "later than the snapshot?")
+        if live:
+            e, n = min(live)
+            days = (e - when).total_seconds() / 86_400
+            if days > WARN_NEAREST_EXPIRY_DAYS:
+                warnings.append(
+                    f"{source}, row {n}, field 'valuation_time': the nearest listed expiry is "
+                    f"{days:,.0f} days after the valuation time {when:%Y-%m-%d %H:%M} UTC; is the "
+                    "valuation time earlier than the snapshot?")
+    return warnings
 
 
 def load_market(source: str | Path | Mapping[str, Any] | MarketSnapshot, **kwargs: Any) -> MarketSnapshot:
@@ -313,4 +442,7 @@ def load_market(source: str | Path | Mapping[str, Any] | MarketSnapshot, **kwarg
         return source
     if isinstance(source, Mapping):
         return MarketSnapshot.from_dict(source, **kwargs)
+    if not isinstance(source, (str, Path)):
+        raise InputError(f"no market snapshot given: expected a file path, dict or snapshot, got "
+                         f"{'None' if source is None else type(source).__name__}", field="market")
     return MarketSnapshot.from_file(source, **kwargs)

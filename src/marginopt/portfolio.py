@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from ._io import describe, parse_json, read_bytes
 from .errors import InputError, InvalidValue
 from .instruments import Instrument, canonical_name, parse_instrument
+from .thresholds import MAX_ABS_QUANTITY
 
 _NAME_COLUMNS = ("instrument", "instrument_name")
 _QTY_COLUMNS = ("quantity", "size_currency", "size")
@@ -27,7 +30,12 @@ class Portfolio:
     source: str = "<memory>"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "positions", dict(self.positions))
+        positions = dict(self.positions)
+        for name, q in positions.items():
+            # every way into a Portfolio (files, dicts, apply, the constructor) passes here: no
+            # NaN, infinite or absurd quantity ever reaches a margin model or a solver
+            _number(q, self.source, name, "quantity")
+        object.__setattr__(self, "positions", positions)
 
     @property
     def names(self) -> list[str]:
@@ -48,10 +56,11 @@ class Portfolio:
         return self.positions.get(canonical_name(name), 0.0)
 
     def apply(self, trades: Mapping[str, float], *, drop_zero: bool = True) -> "Portfolio":
-        """The book after ``trades`` (name -> signed quantity)."""
+        """The book after ``trades`` (name -> signed quantity). A trade that is not a finite
+        number of plausible size is an ``InvalidValue`` naming the instrument."""
         out = dict(self.positions)
         for name, q in trades.items():
-            out[name] = out.get(name, 0.0) + float(q)
+            out[name] = out.get(name, 0.0) + _number(q, "trades", name, "quantity")
         if drop_zero:
             out = {k: v for k, v in out.items() if v != 0.0}
         return Portfolio(out, self.source)
@@ -102,27 +111,32 @@ class Portfolio:
                 data = data["positions"]
             else:
                 data = [{"instrument": k, "quantity": v} for k, v in data.items()]
-        if not isinstance(data, list) or not all(isinstance(r, Mapping) for r in data):
-            raise InputError("expected a list of positions", source=source, field="positions")
+        if not isinstance(data, list):
+            raise InputError(f"expected a list of positions, got {describe(data)}", source=source,
+                             field="positions")
+        for i, r in enumerate(data, start=1):
+            if not isinstance(r, Mapping):
+                raise InputError(f"a position is an object with instrument and quantity, got "
+                                 f"{describe(r)}", source=source, row=i, field="positions")
         return cls.from_records(data, source=source)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Portfolio":
-        path = Path(path)
-        if not path.exists():
-            raise InputError("portfolio file not found", source=str(path))
-        if path.suffix.lower() == ".json":
-            try:
-                data = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})",
-                                 source=str(path)) from None
-            return cls.from_dict(data, source=str(path))
+    def from_bytes(cls, data: bytes, source: str) -> "Portfolio":
+        """A portfolio file's content; JSON if ``source`` ends in ``.json``, CSV otherwise."""
+        if source.lower().endswith(".json"):
+            return cls.from_dict(parse_json(data, source), source=source)
         try:
-            frame = pd.read_csv(path, dtype=str, skipinitialspace=True, comment="#")
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read as CSV ({exc})", source=str(path)) from None
-        return cls.from_frame(frame, source=str(path))
+            frame = pd.read_csv(io.BytesIO(data), dtype=str, skipinitialspace=True, comment="#",
+                                encoding="utf-8-sig")
+        except (ValueError, csv.Error) as exc:  # pandas' parser errors are ValueErrors
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            raise InputError(f"cannot read as CSV ({msg})", source=source) from None
+        return cls.from_frame(frame, source=source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Portfolio":
+        data = read_bytes(path, "portfolio file")
+        return cls.from_bytes(data, str(path))
 
 
 def _present(v: Any) -> bool:
@@ -136,15 +150,22 @@ def _parse(name: Any, source: str, row: int) -> Instrument:
         raise type(exc)(exc.message, source=source, row=row, field="instrument", value=name) from None
 
 
-def _number(v: Any, source: str, row: int, field: str) -> float:
+def _number(v: Any, source: str, row: int | str, field: str) -> float:
+    if isinstance(v, bool):
+        raise InvalidValue(f"quantity is not a number ({v!r})", source=source, row=row,
+                           field=field, value=v)
     try:
         x = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidValue(f"quantity is not a number ({v!r})", source=source, row=row,
                            field=field, value=v) from None
     if not math.isfinite(x):
-        raise InvalidValue(f"quantity must be finite, got {v!r}", source=source, row=row,
+        raise InvalidValue(f"quantity must be a finite number, got {v!r}", source=source, row=row,
                            field=field, value=v)
+    if abs(x) > MAX_ABS_QUANTITY:
+        raise InvalidValue(f"quantity {x:.6g} is implausibly large: the most marginopt accepts in "
+                           f"one instrument is {MAX_ABS_QUANTITY:.0e} coin (a unit error?)",
+                           source=source, row=row, field=field, value=v)
     return x
 
 
@@ -156,4 +177,7 @@ def load_portfolio(source: str | Path | pd.DataFrame | Mapping[str, Any] | list 
         return Portfolio.from_frame(source)
     if isinstance(source, (Mapping, list)):
         return Portfolio.from_dict(source)
+    if not isinstance(source, (str, Path)):
+        raise InputError(f"no portfolio given: expected a file path, DataFrame, dict or list, got "
+                         f"{'None' if source is None else type(source).__name__}", field="portfolio")
     return Portfolio.from_file(source)

@@ -126,7 +126,7 @@ def test_job_paths_are_relative_to_the_job_file(small, monkeypatch, tmp_path_fac
                                                        "model": "deribit-pm", "output_dir": "out"}))
     assert job.path(job.market) == small / "market.json"
     assert job.path(job.output_dir) == small / "out"
-    with pytest.raises(InputError, match="typo.*Extra inputs"):
+    with pytest.raises(InputError, match="typo.*unknown key .typo."):
         BatchJob.from_dict({"accounts_dir": "b", "market": "m", "output_dir": "o", "typo": 1})
 
 
@@ -155,3 +155,40 @@ def test_raw_deribit_book_summary_with_time_and_index_in_the_job(small):
     with pytest.raises(InputError, match="needs valuation_time and index_prices"):
         run_batch(write(small / "bad.yaml", {**base, "market": "summary.json", "output_dir": "bad"}),
                   progress=False)
+
+
+def test_one_bad_spec_or_book_fails_only_its_own_account(small):
+    """Issue 10: a list-shaped spec stopped the whole run with a bare ValueError; a 1e20 book
+    crashed the process inside the solver. Each is now that account's error, naming the file."""
+    (small / "list_spec.yaml").write_text("- universe: held\n- limits: {}\n")
+    (small / "scalar_spec.yaml").write_text("42\n")
+    (small / "dup_spec.yaml").write_text("universe: held\nuniverse: listed\n")
+    (small / "typo_spec.yaml").write_text("do_not_trade: [BTC-PERPETUL]\n")
+    (small / "books" / "binary.json").write_bytes(bytes(range(256)))
+    big = (small / "books" / "acct_000.csv").read_text() + "BTC-PERPETUAL,1e20\n"
+    write(small / "books" / "big.csv", big)
+    manifest = ("account,portfolio,spec\n"
+                "good,books/acct_000.csv,\n"
+                "listspec,books/acct_001.csv,list_spec.yaml\n"
+                "scalarspec,books/acct_001.csv,scalar_spec.yaml\n"
+                "dupspec,books/acct_001.csv,dup_spec.yaml\n"
+                "typospec,books/acct_001.csv,typo_spec.yaml\n"
+                "binary,books/binary.json,\n"
+                "big,books/big.csv,\n"
+                "good2,books/acct_002.csv,\n")
+    write(small / "accounts.csv", manifest)
+    job = write(small / "job.yaml", {"manifest": "accounts.csv", "market": "market.json",
+                                     "spec": "spec.yaml", "output_dir": "out"})
+    result = run_batch(job, progress=False)
+    s = result.summary.set_index("account")
+    assert set(s.index[s["status"] != "error"]) == {"good", "good2"}
+    expected = {"listspec": ("SpecError", "list_spec.yaml", "a list"),
+                "scalarspec": ("SpecError", "scalar_spec.yaml", "a number"),
+                "dupspec": ("SpecError", "dup_spec.yaml", "key 'universe' is given twice"),
+                "typospec": ("SpecError", "typo_spec.yaml", "BTC-PERPETUL"),
+                "binary": ("InputError", "binary.json", "UTF-8"),
+                "big": ("InvalidValue", "big.csv", "field 'quantity'")}
+    for account, (cls, file, words) in expected.items():
+        assert s.loc[account, "status"] == "error"
+        assert s.loc[account, "error_class"] == cls, s.loc[account, "error"]
+        assert file in s.loc[account, "error"] and words in s.loc[account, "error"]

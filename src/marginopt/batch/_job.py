@@ -5,7 +5,7 @@ Paths in the job are relative to the job file; paths in a manifest are relative 
 
 from __future__ import annotations
 
-import json
+import csv
 import os
 import re
 from dataclasses import dataclass
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .._io import describe, parse_json, read_yaml, validation_message
 from ..errors import InputError
 
 #: an account name becomes a folder name: letters, digits, '.', '_', '-', not starting with '.'
@@ -77,23 +77,17 @@ class BatchJob(BaseModel):
                   source: str = "<memory>") -> "BatchJob":
         if not isinstance(data, Mapping):
             raise InputError("a batch job is a mapping of keys (accounts_dir or manifest, market, "
-                             "model, spec, output_dir)", source=source)
+                             f"model, spec, output_dir), got {describe(data)}", source=source)
         try:
             return cls.model_validate({**dict(data), "base_dir": Path(base_dir or Path.cwd()).resolve()})
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise InputError(err["msg"], source=source,
-                             field=".".join(str(p) for p in err["loc"]) or None) from None
+            msg, loc = validation_message(exc, cls)
+            raise InputError(msg, source=source, field=loc) from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "BatchJob":
+        data = read_yaml(path, "batch job file")
         path = Path(path)
-        if not path.exists():
-            raise InputError("batch job file not found", source=str(path))
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise InputError(f"not valid YAML ({exc})", source=str(path)) from None
         return cls.from_dict(data, base_dir=path.resolve().parent, source=str(path))
 
 
@@ -102,6 +96,9 @@ def load_job(job: BatchJob | str | Path | Mapping[str, Any]) -> BatchJob:
         return job
     if isinstance(job, Mapping):
         return BatchJob.from_dict(job)
+    if not isinstance(job, (str, Path)):
+        raise InputError(f"no batch job given: a YAML file path or a mapping, got {describe(job)}",
+                         field="job")
     return BatchJob.from_file(job)
 
 
@@ -143,11 +140,14 @@ def resolve_accounts(job: BatchJob) -> list[Account]:
         assert manifest is not None
         if not manifest.exists():
             raise InputError("manifest file not found", source=str(manifest), field="manifest")
+        if not manifest.is_file():
+            raise InputError("manifest is a folder, not a file", source=str(manifest), field="manifest")
         try:
             frame = pd.read_csv(manifest, dtype=str, skipinitialspace=True, comment="#",
-                                keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read as CSV ({exc})", source=str(manifest)) from None
+                                keep_default_na=False, encoding="utf-8-sig")
+        except (ValueError, OSError, csv.Error) as exc:  # parser errors, binary files
+            raise InputError(f"cannot read as CSV ({' '.join(str(exc).split())[:160]})",
+                             source=str(manifest)) from None
         frame.columns = [str(c).strip().lower() for c in frame.columns]
         for col in ("account", "portfolio"):
             if col not in frame.columns:
@@ -187,11 +187,11 @@ def resolve_accounts(job: BatchJob) -> list[Account]:
 
 def parse_overrides(text: str, where: str) -> dict[str, Any]:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"spec_overrides is not valid JSON ({exc.msg})", source=where,
+        data = parse_json(text, where)
+    except InputError as exc:
+        raise InputError(f"spec_overrides is {exc.message}", source=where,
                          field="spec_overrides") from None
     if not isinstance(data, dict):
-        raise InputError("spec_overrides must be a JSON object of spec keys", source=where,
-                         field="spec_overrides")
+        raise InputError(f"spec_overrides must be a JSON object of spec keys, got {describe(data)}",
+                         source=where, field="spec_overrides")
     return data

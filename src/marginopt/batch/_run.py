@@ -125,9 +125,13 @@ def _prepare(index: int, acc: Account, base_spec: RebalanceSpec, common: str) ->
         spec_key = spec.model_dump_json()
         digest = _sha(common.encode(), acc.portfolio.suffix.lower().encode(), book, spec_key.encode())
         return _Prepared(index, acc, Task(acc.name, book, str(acc.portfolio), spec, spec_key, digest))
-    except MarginoptError as exc:
+    except Exception as exc:  # noqa: BLE001 - one account's bad inputs never stop the others
+        text = str(exc).strip().splitlines()
+        msg = text[0] if text else type(exc).__name__
+        if not isinstance(exc, MarginoptError):
+            msg = f"{acc.where or acc.name}: {type(exc).__name__}: {msg}"
         return _Prepared(index, acc, record={
-            "account": acc.name, "status": "error", "error": str(exc).splitlines()[0],
+            "account": acc.name, "status": "error", "error": msg,
             "error_class": type(exc).__name__, "input_hash": "", "final": False})
 
 
@@ -338,6 +342,8 @@ def run_batch(job: BatchJob | str | Path | Mapping[str, Any], workers: int | Non
                f"market {market_path} ({snap.valuation_time:%Y-%m-%d %H:%M} UTC), {where}; "
                f"{len(skipped)} up to date, {len(todo)} to compute"
                + (f", {len(pending)} left for a later run" if pending else ""))
+        for w in snap.warnings:                          # implausible but possible data
+            runlog(f"warning: {w}", logging.WARNING)
         bar = _progress(len(todo) + sum(1 for p in prepared if p.task is None), progress)
         computed: list[str] = []
         done_count = [0]

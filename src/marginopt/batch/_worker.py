@@ -8,16 +8,13 @@ effective spec reuse one Rebalancer and its compiled problems.
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 
-from ..errors import InputError, MarginoptError
+from ..errors import MarginoptError
 from ..margin import MarginModel
 from ..market import MarketSnapshot
 from ..optimize import RebalanceSpec, Rebalancer
@@ -50,32 +47,13 @@ class MarketRef:
 
 def book_from_bytes(data: bytes, source: str) -> Portfolio:
     """A portfolio file's bytes read as ``Portfolio.from_file`` reads the file."""
-    if source.lower().endswith(".json"):
-        try:
-            obj = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", source=source) from None
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc})", source=source) from None
-        return Portfolio.from_dict(obj, source=source)
-    try:
-        frame = pd.read_csv(io.BytesIO(data), dtype=str, skipinitialspace=True, comment="#")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read as CSV ({exc})", source=source) from None
-    return Portfolio.from_frame(frame, source=source)
+    return Portfolio.from_bytes(data, source)
 
 
 def market_from_bytes(ref: MarketRef) -> MarketSnapshot:
     snap = _MARKETS.get(ref.key)
     if snap is None:
-        try:
-            data = json.loads(ref.data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            msg = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-            raise InputError(f"not valid JSON ({msg})", source=ref.source) from None
-        if not isinstance(data, dict):
-            raise InputError("a market snapshot is a JSON object", source=ref.source)
-        snap = MarketSnapshot.from_dict(data, source=ref.source, **dict(ref.options))
+        snap = MarketSnapshot.from_bytes(ref.data, ref.source, **dict(ref.options))
         _MARKETS[ref.key] = snap
         while len(_MARKETS) > 4:
             _MARKETS.popitem(last=False)

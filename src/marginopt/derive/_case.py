@@ -11,7 +11,6 @@ outputs of the reference model and are ignored here; ``Result`` is kept as ``Der
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from marginopt._io import parse_json, read_bytes
 from marginopt.derive._params import (
     DeriveCaseError,
     DeriveParams,
@@ -325,12 +325,7 @@ def load_case(path: str | os.PathLike[str], *,
     """Read a Derive PM2 case file. Parameters: the defaults (``models/derive-pm2.yaml`` or
     ``params_path``) overridden by the case's own ``Parameters`` block."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except OSError as exc:
-        raise DeriveCaseError(f"cannot read case file: {exc}", source=str(p)) from exc
-    except json.JSONDecodeError as exc:
-        raise DeriveCaseError(f"not valid JSON: {exc}", source=str(p)) from exc
+    data = parse_json(read_bytes(p, "case file", DeriveCaseError), str(p), DeriveCaseError)
     if not isinstance(data, Mapping):
         raise DeriveCaseError("expected a JSON object with Scenario and Parameters", source=str(p))
     return case_from_mapping(data, source=str(p), params_path=params_path)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from marginopt._io import parse_yaml, read_bytes
 from marginopt.errors import InputError
 
 FloatArray = NDArray[np.float64]
@@ -232,10 +232,7 @@ def default_params_path() -> Path:
 def read_params_block(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The raw ``Parameters`` mapping of a YAML (or JSON) parameter file."""
     p = Path(path) if path is not None else default_params_path()
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DeriveCaseError(f"cannot read parameter file: {exc}", source=str(p)) from exc
+    data = parse_yaml(read_bytes(p, "parameter file", DeriveCaseError), str(p), DeriveCaseError)
     if isinstance(data, Mapping) and "Parameters" in data:
         data = data["Parameters"]
     elif isinstance(data, Mapping) and "currencies" in data:

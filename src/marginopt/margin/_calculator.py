@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
 
+from ..errors import InvalidValue
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio
 from ._model import MarginModel, MarginResult, load_model
@@ -20,4 +22,11 @@ def margin(
     book = load_portfolio(portfolio)
     snap = load_market(market)
     rules = load_model(model)
-    return rules.bind(book.instruments, snap).evaluate(book.quantities)
+    result = rules.bind(book.instruments, snap).evaluate(book.quantities)
+    if not (math.isfinite(result.initial_margin_usd) and math.isfinite(result.maintenance_margin_usd)):
+        # inputs are bounded (thresholds), so only a model's parameters can get here
+        raise InvalidValue(f"margin is not a finite number (initial {result.initial_margin_usd}, "
+                           f"maintenance {result.maintenance_margin_usd} USD): check the model's "
+                           "parameters", source=str(rules.path) if rules.path else rules.name,
+                           field="currencies")
+    return result

@@ -19,6 +19,7 @@ import cvxpy as cp
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .._io import read_matrix
 from ..errors import ModelError, UnsupportedCurrency
 from ..instruments import Instrument, Settlement
 from ..market import MarketSnapshot, PricingInputs
@@ -85,6 +86,11 @@ class BoundComponent(ABC):
         """Extra facts for reports (worst scenario, scenario P&L); empty by default."""
         return {}
 
+    def structure_key(self) -> tuple:
+        """What, besides the shapes of ``values``, changes this component's cvxpy form: a
+        compiled problem is re-used only while every component's key stays the same."""
+        return ()
+
     def linearize(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Value and a (super)gradient at ``x``: non-convex components override it so the
         optimizer can run sequential convex programming."""
@@ -115,6 +121,9 @@ class RiskMatrix(BoundComponent):
     def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
         losses = self._losses(x, values or self.values())
         return float(max(losses.max(initial=0.0), 0.0))
+
+    def structure_key(self) -> tuple:
+        return (self.pnl_offset != 0.0,)
 
     def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
         p = params["pnl"] @ x
@@ -162,6 +171,9 @@ class SizeCharge(BoundComponent):
     def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
         v = values or self.values()
         return float(v["linear"] @ np.abs(x) + v["quadratic"] @ (x * x))
+
+    def structure_key(self) -> tuple:
+        return (bool(np.any(self.quadratic)),)
 
     def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
         expr = params["linear"] @ cp.abs(x)
@@ -291,7 +303,7 @@ def _settled(value: SettledFloat, ctx: PoolContext) -> float:
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
     #: declared in the model file; checked against the implementation at load time
     convex: bool = True
@@ -309,7 +321,7 @@ class _Spec(BaseModel):
 
 
 class VolShockSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     volatility_range_up: float = Field(ge=0)
     volatility_range_down: float = Field(ge=0, le=1)
     short_term_vega_power: float
@@ -477,17 +489,23 @@ class CovarianceVarSpec(_Spec):
         return [f"{u}.{f}" for u in self.underlyings for f in self.factors]
 
     def covariance_matrix(self, model_dir: Path | None) -> np.ndarray:
-        cov = self.covariance
+        cov, source, fld = self.covariance, None, f"{self.name}.covariance"
         if isinstance(cov, str):
             path = Path(cov) if model_dir is None else (model_dir / cov)
-            cov = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
-        arr = np.asarray(cov, dtype=float)
+            cov, source = read_matrix(path, "covariance file", ModelError, field=fld), str(path)
+        try:
+            arr = np.asarray(cov, dtype=float)
+        except (TypeError, ValueError):
+            raise ModelError("covariance must be a square matrix of numbers", field=fld) from None
         k = len(self.factor_names())
         if arr.shape != (k, k):
             raise ModelError(f"covariance must be {k} x {k} over {self.factor_names()}, got {arr.shape}",
-                             field=f"{self.name}.covariance")
+                             source=source, field=fld)
+        if not np.isfinite(arr).all():
+            raise ModelError("covariance has a value that is not a finite number", source=source,
+                             field=fld)
         if not np.allclose(arr, arr.T, rtol=0, atol=1e-12 * max(1.0, np.abs(arr).max())):
-            raise ModelError("covariance must be symmetric", field=f"{self.name}.covariance")
+            raise ModelError("covariance must be symmetric", source=source, field=fld)
         return arr
 
     def bind(self, ctx: PoolContext) -> FactorRisk:
@@ -533,17 +551,25 @@ class _UserMatrixSpec(_Spec):
             if not path.exists():
                 raise ModelError("scenario matrix file not found", source=str(path),
                                  field=f"{self.name}.matrix")
+            fld = f"{self.name}.matrix"
             if path.suffix == ".npy":
-                data = np.load(path)
+                data = read_matrix(path, "scenario matrix file", ModelError, field=fld)
             else:
-                import pandas as pd
-                frame = pd.read_csv(path)
-                if frame.columns[0].lower() in ("scenario", "label", "date"):
+                frame = read_matrix(path, "scenario matrix file", ModelError, field=fld, header=True)
+                if len(frame.columns) and str(frame.columns[0]).lower() in ("scenario", "label", "date"):
                     labels = tuple(frame.iloc[:, 0].astype(str))
                     frame = frame.iloc[:, 1:]
-                names = [c.strip().upper() for c in frame.columns]
-                data = frame.to_numpy(dtype=float)
-        arr = np.asarray(data, dtype=float)
+                names = [str(c).strip().upper() for c in frame.columns]
+                try:
+                    data = frame.to_numpy(dtype=float)
+                except (TypeError, ValueError):
+                    raise ModelError("scenario matrix holds a value that is not a number",
+                                     source=str(path), field=fld) from None
+        try:
+            arr = np.asarray(data, dtype=float)
+        except (TypeError, ValueError):
+            raise ModelError("scenario matrix must be a table of numbers",
+                             field=f"{self.name}.matrix") from None
         if names is None or arr.ndim != 2 or arr.shape[1] != len(names):
             raise ModelError("scenario matrix needs one named column per instrument",
                              field=f"{self.name}.instruments")

@@ -10,9 +10,9 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .._io import describe, read_bytes, parse_yaml, validation_message
 from ..errors import ModelError, UnsupportedCurrency
 from ..instruments import Instrument, Settlement
 from ..market import MarketSnapshot
@@ -25,7 +25,7 @@ class PoolRules(BaseModel):
     """The rules of one currency: initial-margin components, and maintenance as a factor of the
     initial margin or as its own components."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     initial: list[ComponentSpec]
     maintenance: list[ComponentSpec] | None = None
     maintenance_factor: float | None = Field(None, gt=0, le=1)
@@ -42,7 +42,7 @@ class MarginModel(BaseModel):
     apart from USDC-settled, each in its own currency); ``single`` margins the whole book in USD
     under the rules given for ``ALL``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
     description: str = ""
     source: str = ""
@@ -278,9 +278,12 @@ def load_model(
     elif isinstance(model, Mapping):
         data = dict(model)
     else:
+        if not isinstance(model, (str, Path)) or not str(model):
+            raise ModelError(f"no margin model given: a shipped name ({', '.join(model_names())}), "
+                             f"a YAML file or a mapping, got {describe(model)}", field="model")
         candidate = Path(model)
         shipped = _models_dir() / f"{model}.yaml"
-        if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
             path = candidate
         elif shipped.exists():
             path = shipped
@@ -291,14 +294,20 @@ def load_model(
         cache_key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         if not overrides and not component_inputs and cache_key in _FILE_CACHE:
             return _FILE_CACHE[cache_key]
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ModelError(f"not valid YAML ({exc})", source=str(path)) from None
+        data = parse_yaml(read_bytes(path, "margin model file", ModelError), str(path), ModelError)
+    if data is not None and not isinstance(data, Mapping):
+        raise ModelError(f"a margin model is a mapping of keys (name, currencies, ...), got "
+                         f"{describe(data)}: is it the right file?",
+                         source=str(path) if path else None)
     data = {**(data or {}), **overrides}
-    for rules in (data.get("currencies") or {}).values():
-        for comp in [*(rules.get("initial") or []), *(rules.get("maintenance") or [])]:
-            comp.update({k: v for k, v in component_inputs.items() if k in comp})
+    currencies = data.get("currencies")
+    for rules in (currencies.values() if isinstance(currencies, Mapping) else ()):
+        if not isinstance(rules, Mapping):
+            continue  # validation names it
+        for comps in (rules.get("initial"), rules.get("maintenance")):
+            for comp in (comps if isinstance(comps, list) else ()):
+                if isinstance(comp, dict):
+                    comp.update({k: v for k, v in component_inputs.items() if k in comp})
     try:
         model_obj = MarginModel.model_validate({**data, "path": path})
         if cache_key is not None and not overrides and not component_inputs:
@@ -307,6 +316,5 @@ def load_model(
             _FILE_CACHE[cache_key] = model_obj
         return model_obj
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ModelError(err["msg"], source=str(path) if path else None,
-                         field=".".join(str(p) for p in err["loc"])) from None
+        msg, loc = validation_message(exc, MarginModel)
+        raise ModelError(msg, source=str(path) if path else None, field=loc) from None

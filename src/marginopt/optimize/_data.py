@@ -6,6 +6,7 @@ cvxpy Parameters once and later only assigns new values.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
@@ -48,6 +49,9 @@ class LimitRows:
     matrix: np.ndarray        # R x N greeks per unit
     lower: np.ndarray         # R (may be -inf)
     upper: np.ndarray         # R (may be +inf)
+    #: limits of the spec left out (``limits.ETH`` -> why): a shared spec may name underlyings
+    #: this book's universe does not have; those limits constrain nothing and are reported
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def lower_rows(self) -> np.ndarray:
@@ -174,9 +178,17 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
             if not np.isfinite(bid[j]) and sell_max[j] > 0:
                 sell_max[j] = 0.0
                 frozen.setdefault(n, "no bid: cannot sell")
-    unknown = [n for n in [*spec.do_not_trade, *spec.close_only] if n not in names]
-    for n in unknown:
-        excluded.setdefault(n, "named in the spec but not in the universe")
+    # risk controls fail closed: a name that is neither held nor listed is a typo, not a no-op
+    known = held | listed
+    for fld, listed_names in (("do_not_trade", spec.do_not_trade), ("close_only", spec.close_only)):
+        for n in listed_names:
+            if n not in known:
+                close = difflib.get_close_matches(n, sorted(known), n=3)
+                raise SpecError(f"{n} is not an instrument of the book or the market snapshot"
+                                + (f" (closest: {', '.join(close)})" if close else ""),
+                                source=spec.source, field=fld, value=n)
+            if n not in names:
+                excluded.setdefault(n, "named in the spec but not in the universe")
     universe = Universe(tuple(keep), x0, buy_max, sell_max, excluded,
                         {k: v for k, v in frozen.items() if k in held})
     return universe, bound, inputs
@@ -214,12 +226,14 @@ def limit_rows(spec: RebalanceSpec, inputs: PricingInputs, x0: np.ndarray) -> Li
         lows.append(lo)
         highs.append(hi)
 
-    unknown = sorted((set(spec.limits) | set(spec.relative_limits)) - set(und))
-    if unknown:
-        raise SpecError(f"limits name {unknown[0]}, which nothing in the universe has as underlying",
-                        field=f"limits.{unknown[0]}")
+    present = set(und)
+    skipped: dict[str, str] = {}
     for table, always_relative in ((spec.limits, False), (spec.relative_limits, True)):
         for u, lim in table.items():
+            if u not in present:
+                key = f"{'relative_limits' if always_relative else 'limits'}.{u}"
+                skipped[key] = f"nothing in this book's universe has {u} as underlying"
+                continue
             mask = und == u
             relative = lim.relative or always_relative
             tag = " (relative)" if relative else ""
@@ -240,7 +254,7 @@ def limit_rows(spec: RebalanceSpec, inputs: PricingInputs, x0: np.ndarray) -> Li
             add(f"{u}.delta_usd", np.where(mask, delta * inputs.index, 0.0), (-thr, thr), False)
     n = len(insts)
     return LimitRows(names, np.array(rows).reshape(len(rows), n), np.array(lows, dtype=float),
-                     np.array(highs, dtype=float))
+                     np.array(highs, dtype=float), skipped)
 
 
 def greeks_summary(inputs: PricingInputs, x: np.ndarray) -> dict[str, dict[str, float]]:

@@ -1,27 +1,85 @@
-"""``optimize(portfolio, market, model, spec) -> Proposal``: build, solve, verify, explain."""
+"""``optimize(portfolio, market, model, spec) -> Proposal``: build, solve, verify, explain.
+
+Every answer a solver gives is a claim. The Rebalancer collects candidate trade sets (each
+solver's stage-1 and tie-break answers, their exact repairs, lot roundings, whole-lot searches,
+sequential-convex steps), runs the one ``Verifier`` on each, and ships the best one that passes.
+A verdict of "infeasible" is confirmed (trading nothing, then the elastic problem) before it is
+reported; "unbounded" is never believed (margin and cost are bounded below). If no answer passes,
+the failure is typed and lists what every attempt did.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import Infeasible, OptimizationError, SolverFailed
+from ..errors import Infeasible, OptimizationError, SolverFailed, VerificationFailed
 from ..margin import MarginModel, MarginResult, load_model
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio
 from ._data import Universe, build_universe, greeks_summary, limit_rows, open_interest_coin
 from ._problem import ProblemData, RawSolution, RebalanceProblem
-from ._proposal import LimitCheck, Proposal, Trade
+from ._proposal import BoundCheck, LimitCheck, Proposal, Trade
+from ._solvers import SolveReport, chain
 from ._spec import RebalanceSpec, load_spec
+from ._verify import LIMIT_TOLERANCE, Verification, Verifier
 
-#: limits must hold to this fraction of their scale (the larger bound, at least 1)
-LIMIT_TOLERANCE = 1e-9
-#: the solver's margin and the calculator's must agree to this (relative, plus 1e-6 USD)
-AGREEMENT_TOLERANCE = 1e-6
+__all__ = ["LIMIT_TOLERANCE", "Rebalancer", "optimize"]
+
 _SCP_MAX_ITERATIONS = 20
+
+
+@dataclass
+class _Search:
+    """Every answer tried, what the verifier said of it, and the answers that passed."""
+
+    verifier: Verifier
+    problem_class: str = ""
+    passed: list[tuple[Verification, RawSolution | None]] = field(default_factory=list)
+    log: list[tuple[str, str]] = field(default_factory=list)
+    reports: list[SolveReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: mixed-integer searches that stopped at their time limit (with gap and bound), in words
+    stopped_early: list[str] = field(default_factory=list)
+
+    def consider(self, trades: np.ndarray, label: str, raw: RawSolution | None = None,
+                 solver_margin_usd: float | None = None) -> None:
+        """Verify an answer and, unless the solver's own margin disagrees with the calculator's
+        (an inaccurate answer: its repairs would be too), its exact repairs."""
+        v = self.verifier.check(trades, solver_margin_usd=solver_margin_usd, source=label)
+        self._record(v, raw)
+        if any(x.rule == "agreement" for x in v.violations):
+            return
+        # repairs are checked against the solver's margin too: what ships agrees with it
+        for how, repaired in self.verifier.repairs(trades):
+            if v.ok and how != "dust dropped":
+                continue  # a passing answer is only simplified, never otherwise changed
+            self._record(self.verifier.check(repaired, solver_margin_usd=solver_margin_usd,
+                                             source=f"{label}, {how}"), raw)
+
+    def add_reports(self, reports: tuple[SolveReport, ...]) -> None:
+        for r in reports:
+            if r.status == "tie-break failed":
+                continue
+            self.reports.append(r)
+            if r.stopped_early:
+                self.stopped_early.append(
+                    f"{r.solver}'s mixed-integer search stopped at its time limit with a relative gap "
+                    f"of {r.mip_gap if r.mip_gap is not None else float('nan'):.3g} (best bound "
+                    f"{r.mip_bound if r.mip_bound is not None else float('nan'):,.2f} USD)")
+
+    def _record(self, v: Verification, raw: RawSolution | None) -> None:
+        self.log.append((v.source, v.summary()))
+        if v.ok:
+            self.passed.append((v, raw))
+
+    def attempts(self) -> list[tuple[str, str]]:
+        solver_attempts = [a for r in self.reports for a in r.attempts]
+        return solver_attempts + self.log
 
 
 class Rebalancer:
@@ -47,18 +105,14 @@ class Rebalancer:
         if self.spec.costs.impact > 0:
             oi = np.nan_to_num(open_interest_coin(insts, market), nan=0.0)
             impact = self.spec.costs.impact * half / np.sqrt(np.maximum(oi, 1.0))
-        lots = np.array([self._lot(i, inputs.forward[j]) for j, i in enumerate(insts)])
+        contract = np.array([self.spec.contract_usd(i) for i in insts])
+        coin_lot = np.array([self.spec.lot_size(i) for i in insts])
+        # coin-settled futures trade in USD contracts: a lot is contract / forward coin
+        lots = np.where(contract > 0, contract / inputs.forward, coin_lot)
         return ProblemData(
             universe=universe, bound=bound, inputs=inputs, limits=limit_rows(self.spec, inputs, universe.x0),
             half_spread_usd=np.maximum(half, 0.0), impact_usd=impact, notional_usd=inputs.index.copy(),
             lot=lots, margin_before_usd=bound.initial_margin_usd(universe.x0))
-
-    def _lot(self, inst, forward: float) -> float:
-        lot = self.spec.lot_size(inst)
-        if lot == 0.0 and self.spec.lots.mode != "none" and not inst.is_option \
-                and inst.settlement.value == "inverse":
-            return 10.0 / forward  # Deribit inverse futures trade in 10 USD contracts
-        return lot
 
     def problem(self, data: ProblemData, spec: RebalanceSpec | None = None) -> RebalanceProblem:
         spec = spec or self.spec
@@ -80,170 +134,119 @@ class Rebalancer:
         snap = load_market(market)
         before = self.model.bind(book.instruments, snap).evaluate(book.quantities)
         data = self.problem_data(book, snap)
-        u = data.universe
-        inputs = data.inputs
+        verifier = Verifier(data, self.spec)
         timings["data"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
         prob = self.problem(data, self._continuous_spec())
         timings["build"] = time.perf_counter() - t1
+        u = data.universe
         notes: list[str] = [f"{k} is not traded: {v}" for k, v in u.frozen.items()]
-        lim = data.limits
-        g0 = lim.matrix @ u.x0
-        tol = LIMIT_TOLERANCE * lim.scale()
-        breached = (g0 < lim.lower - tol) | (g0 > lim.upper + tol)
+        notes += [f"limit {k} skipped: {v}" for k, v in getattr(data.limits, "skipped", {}).items()]
 
         t2 = time.perf_counter()
-        try:
-            raw = prob.solve(self.solver)
-        except Infeasible as exc:
-            diagnosis = prob.diagnose(self.solver)
-            raise Infeasible("No trade set satisfies every limit of the spec.", diagnosis) from exc
-        if prob.nonconvex:
-            raw, scp_notes = self._sequential_convex(prob, raw, data)
-            notes += scp_notes
+        search = _Search(verifier, problem_class=prob.problem_class.value)
+        self._search(prob, data, search)
         timings["solve"] = time.perf_counter() - t2
 
-        trades = self._clean(raw.buy - raw.sell, u)
-        problem_class = prob.problem_class.value
-        if self.spec.lots.mode == "round":
-            trades, lot_notes = self._round_to_lots(trades, data)
-            notes += lot_notes
-            if len(lot_notes) > 1:
-                problem_class += " + MILP (lots)"
-        elif self.spec.lots.mode == "exact":
-            trades, lot_notes = self._exact_lots(trades, data)
-            notes += lot_notes
-            problem_class += " + MILP (lots)"
-
         t3 = time.perf_counter()
-        status, reason, trades, after = self._decide(trades, data, book, snap, before, breached)
-        if trades.any() and self.spec.lots.mode == "none" and not prob.nonconvex:
-            # the solver's margin of its own (unrounded) answer must be the calculator's
-            gap = abs(raw.objective_margin_usd - after.initial_margin_usd)
-            if gap > AGREEMENT_TOLERANCE * max(abs(after.initial_margin_usd), 1.0):
-                notes.append(f"the solver's margin ({raw.objective_margin_usd:,.6f} USD) differs from "
-                             f"the calculator's ({after.initial_margin_usd:,.6f} USD); the calculator's "
-                             "figure is the one reported")
+        chosen, raw, after = self._choose(search, book, snap, before, u.names)
+        status, reason, trades, after = self._decide(chosen, data, verifier, before, after, search)
         timings["verify"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
-        x1 = u.x0 + trades
-        g1 = lim.matrix @ x1
-        shadow = np.zeros(len(lim.names))
-        if raw.lower_duals.size:
-            shadow[lim.lower_rows] += raw.lower_duals
-        if raw.upper_duals.size:
-            shadow[lim.upper_rows] += raw.upper_duals
-        binding = ((np.abs(g1 - lim.lower) <= 1e-7 * lim.scale()) |
-                   (np.abs(g1 - lim.upper) <= 1e-7 * lim.scale())) & bool(trades.any() or status != "no_trade")
-        checks = tuple(LimitCheck(
-            name=n, lower=None if not np.isfinite(lim.lower[r]) else float(lim.lower[r]),
-            upper=None if not np.isfinite(lim.upper[r]) else float(lim.upper[r]),
-            before=float(g0[r]), after=float(g1[r]), breached_before=bool(breached[r]),
-            binding=bool(binding[r]), shadow_price=float(shadow[r]) if binding[r] else 0.0)
-            for r, n in enumerate(lim.names))
-        first = raw.reports[0]
-        return Proposal(
-            status=status, reason=reason, model=self.model.name,
-            trades=self._trades(trades, u, snap, data),
-            margin_before=before, margin_after=after, limits=checks,
-            greeks_before=greeks_summary(inputs, u.x0), greeks_after=greeks_summary(inputs, x1),
-            solver=first.solver, solver_status=first.status, problem_class=problem_class,
-            solver_margin_usd=raw.objective_margin_usd, timings=timings,
-            attempts=tuple(a for r in raw.reports for a in r.attempts),
-            notes=tuple(notes + [w for r in raw.reports for w in r.warnings]),
-            excluded=dict(u.excluded))
+        notes += search.notes + search.stopped_early + self._placement_notes(trades, data)
+        return self._proposal(status, reason, trades, after, before, data, verifier, raw, chosen,
+                              search, snap, timings, notes)
 
-    # ------------------------------------------------------------------ steps
-    def _sequential_convex(self, prob: RebalanceProblem, raw: RawSolution,
-                           data: ProblemData) -> tuple[RawSolution, list[str]]:
-        """Sequential convex programming: linearise the non-convex parts at the current book,
-        re-solve inside a trust region, keep a step only if the calculator confirms the margin
-        fell; shrink the region when it did not; stop when the region is negligible."""
-        x0 = data.universe.x0
-        scale = np.maximum(np.abs(x0), 1.0)
-        best_x, best_raw = x0, None
-        # a book outside its limits has no acceptable value yet: any feasible step improves it
-        best = self._surrogate_objective(data, x0) if self._within_limits(data, x0).all() else np.inf
-        radius = scale.copy()
-        candidate, iterations = raw, 0
-        while iterations < _SCP_MAX_ITERATIONS and np.all(radius > 1e-6 * scale):
-            iterations += 1
-            x_new = x0 + candidate.buy - candidate.sell
-            if iterations > 1 and np.allclose(x_new, best_x, rtol=0.0, atol=1e-9):
-                break  # the linearised problem returns the current point: converged
-            value = self._surrogate_objective(data, x_new)
-            if value < best - 1e-9 * max(abs(best), 1.0):
-                best, best_x, best_raw = value, x_new, candidate
-                radius = np.minimum(radius * 2.0, 10.0 * scale)
-            else:
-                radius = radius / 4.0
-            prob.linearize_at(best_x)
-            prob.set_trust_region(best_x, radius)
+    # ------------------------------------------------------------------ the search
+    def _search(self, prob: RebalanceProblem, data: ProblemData, search: _Search) -> None:
+        """Answers from each solver of the chain in turn, until one gives an answer that passes."""
+        claims: list[str] = []
+        for name in chain(prob.problem_class, self.solver):
             try:
-                candidate = prob.solve(self.solver)
-            except SolverFailed:
-                break  # keep the best step the calculator confirmed
-        note = (f"non-convex components handled by sequential convex programming: {iterations} "
-                "linearised solve(s) in a trust region, each step checked by the calculator")
-        if best_raw is None:  # no step improved on the book
-            zero = np.zeros_like(x0)
-            return RawSolution(zero, zero, data.margin_before_usd, 0.0, raw.lower_duals,
-                               raw.upper_duals, raw.reports), [note + "; none improved the book"]
-        return best_raw, [note]
+                stage1, stage2 = prob.solve(name)
+            except Infeasible as exc:
+                claims.append(name)
+                search.log += [a for a in exc.attempts if a not in search.log] or [(name, "infeasible")]
+                continue
+            except OptimizationError as exc:  # unbounded (not believed), failed
+                search.log += getattr(exc, "attempts", []) or [(name, str(exc))]
+                continue
+            search.add_reports(stage1.reports)
+            search.notes += [w for r in stage1.reports for w in r.warnings]
+            answers = [a for a in (stage2, stage1) if a is not None]
+            if stage2 is not None:
+                search.notes += list(stage2.reports[-1].warnings)
+            if prob.nonconvex:
+                answers = [self._sequential_convex(prob, answers[0], data, search, name)]
+            exact_margin = not prob.nonconvex  # the solver's margin is the model's, not a tangent
+            if self.spec.lots.mode == "none":
+                for a in answers:
+                    search.consider(self._clean(a.trades, data.universe), f"{name} {a.stage}", a,
+                                    a.objective_margin_usd if exact_margin else None)
+            else:
+                self._lot_answers(answers, data, search, name)
+            if search.passed:
+                return
+        self._confirm_no_answer(prob, data, search, claims)
 
-    def _surrogate_objective(self, data: ProblemData, x: np.ndarray) -> float:
-        """The spec's objective with the calculator's margin (what SCP must improve)."""
-        t = np.abs(x - data.universe.x0)
-        cost = float(data.half_spread_usd @ t + data.impact_usd @ t ** 1.5)
-        margin = data.bound.initial_margin_usd(x)
-        if self.spec.objective == "free_margin":
-            return cost if margin <= data.margin_before_usd - (self.spec.free_margin_usd or 0.0) else np.inf
-        return margin + (self.spec.cost_weight if self.spec.objective == "margin_plus_cost" else 1.0) * cost
+    def _confirm_no_answer(self, prob: RebalanceProblem, data: ProblemData, search: _Search,
+                           claims: list[str]) -> None:
+        """No answer passed. A claim of infeasibility is checked: by trading nothing, then by the
+        elastic problem (its point is verified like any answer; the constraints it must break are
+        recomputed in numpy). What cannot be confirmed is a typed failure with every attempt."""
+        zero = np.zeros_like(data.universe.x0)
+        if not claims and not search.reports:
+            raise SolverFailed("No solver produced an answer.", search.attempts())
+        if not claims:
+            raise VerificationFailed("No answer of any solver passed verification, and no repair "
+                                     "of one did.", search.attempts())
+        if search.verifier.check(zero, source="no trade").ok:
+            # every rule holds with no trade: the claims are false; trading nothing is verified
+            search.notes.append(f"{', '.join(claims)} reported the problem infeasible, but trading "
+                                "nothing meets every limit and rule: that claim is not believed")
+            search.consider(zero, "no trade (infeasibility claim refuted)")
+            return
+        diagnosis = prob.diagnose(self.solver)
+        search.log += list(diagnosis.attempts)
+        if diagnosis.trades is not None and not diagnosis.moves:
+            search.notes.append(f"{', '.join(claims)} reported the problem infeasible, but the "
+                                "elastic problem found trades that break no limit")
+            search.consider(self._clean(diagnosis.trades, data.universe), "elastic point")
+            if search.passed:
+                return
+        if diagnosis.moves:
+            raise Infeasible("No trade set satisfies every limit of the spec.", diagnosis.moves,
+                             attempts=search.attempts())
+        raise SolverFailed(f"{', '.join(claims)} reported the problem infeasible and the elastic "
+                           "problem could not confirm it.", search.attempts())
 
-    @staticmethod
-    def _clean(trades: np.ndarray, u: Universe) -> np.ndarray:
-        """Drop solver dust: trades below 1e-10 of the position's size (or 1e-10 coin)."""
-        size = np.maximum(np.abs(u.x0), 1.0)
-        return np.where(np.abs(trades) <= 1e-10 * size, 0.0, trades)
+    def _lot_answers(self, answers: list[RawSolution], data: ProblemData, search: _Search,
+                     name: str) -> None:
+        """Whole lots: rounding (``round``), then the mixed-integer search around the continuous
+        optimum when no rounding passes (``round``) or always (``exact``)."""
+        if self.spec.lots.mode == "round":
+            lot = data.lot
+            step = np.where(lot > 0, lot, 1.0)
+            for a in answers:
+                t = self._clean(a.trades, data.universe)
+                for how, f in (("rounded to lots", np.round), ("rounded toward zero", np.trunc)):
+                    search.consider(np.where(lot > 0, f(t / step) * step, t), f"{name} {a.stage}, {how}", a)
+            if search.passed:
+                search.notes.append("trades rounded to lot sizes and re-verified")
+                return
+            search.notes.append("rounding to lots broke a limit or bound; repaired by the whole-lot "
+                                "search")
+        self._exact_lots(self._clean(answers[-1].trades, data.universe), data, search)
 
-    def _within_limits(self, data: ProblemData, x: np.ndarray) -> np.ndarray:
-        lim = data.limits
-        g = lim.matrix @ x
-        tol = LIMIT_TOLERANCE * lim.scale()
-        return (g >= lim.lower - tol) & (g <= lim.upper + tol)
-
-    def _round_to_lots(self, trades: np.ndarray, data: ProblemData) -> tuple[np.ndarray, list[str]]:
-        """Round to lots (nearest, then toward zero); if either breaks a limit or a bound,
-        repair with the mixed-integer problem; the result is re-verified by the caller."""
-        lot = data.lot
-        step = np.where(lot > 0, lot, 1.0)
-        u = data.universe
-        candidates = [np.where(lot > 0, np.round(trades / step) * step, trades),
-                      np.where(lot > 0, np.trunc(trades / step) * step, trades)]
-        ok = []
-        for t in candidates:
-            in_bounds = np.all((t <= u.buy_max + 1e-12) & (-t <= u.sell_max + 1e-12))
-            if in_bounds and self._within_limits(data, u.x0 + t).all():
-                ok.append((data.bound.initial_margin_usd(u.x0 + t), t))
-        if ok:
-            return min(ok, key=lambda p: p[0])[1], ["trades rounded to lot sizes and re-verified"]
-        repaired, notes = self._exact_lots(trades, data)
-        return repaired, ["rounding to lots broke a limit or bound; repaired by the whole-lot "
-                          "search"] + notes
-
-    def _continuous_spec(self) -> RebalanceSpec:
-        """The spec without lot integrality: lots are handled after the continuous optimum."""
-        if self.spec.lots.mode != "exact":
-            return self.spec
-        return self.spec.model_copy(update={"lots": self.spec.lots.model_copy(update={"mode": "none"})})
-
-    def _exact_lots(self, trades: np.ndarray, data: ProblemData) -> tuple[np.ndarray, list[str]]:
-        """Whole-lot trades by mixed-integer search (HiGHS) in the box of lots around the
-        continuous optimum, widened if the box holds no feasible point; the continuous optimum
-        bounds the true one from below, so the gap to it is reported."""
+    def _exact_lots(self, trades: np.ndarray, data: ProblemData, search: _Search) -> None:
+        """Whole-lot trades by mixed-integer search in the box of lots around the continuous
+        optimum, widened if the box holds no feasible point; the continuous optimum bounds the
+        true one from below, so the gap to it is reported."""
         exact_spec = self.spec.model_copy(update={"lots": self.spec.lots.model_copy(update={"mode": "exact"})})
         prob = self.problem(data, exact_spec)
+        if "(lots)" not in search.problem_class:
+            search.problem_class += f" + {prob.problem_class.value} (lots)"
         lot = np.where(data.lot > 0, data.lot, 1.0)
         max_buy, max_sell = prob.max_lots(data)
         buy_lots, sell_lots = np.maximum(trades, 0) / lot, np.maximum(-trades, 0) / lot
@@ -254,47 +257,137 @@ class Rebalancer:
             else:
                 prob.set_lot_box(np.maximum(np.floor(buy_lots) - width + 1, 0), np.minimum(np.ceil(buy_lots) + width - 1, max_buy),
                                  np.maximum(np.floor(sell_lots) - width + 1, 0), np.minimum(np.ceil(sell_lots) + width - 1, max_sell))
-            try:
-                raw = prob.solve(self.solver)
-            except Infeasible:
-                continue
-            exact = np.round((raw.buy - raw.sell) / lot) * lot
-            margin = data.bound.initial_margin_usd(data.universe.x0 + exact)
             where = "the whole universe" if width is None else f"within {int(width)} lot(s) of the continuous optimum"
-            return exact, [f"whole-lot trades by mixed-integer search {where}: margin {margin:,.2f} USD, "
-                           f"{margin - continuous:,.2f} USD above the continuous optimum (a lower bound)"]
-        raise Infeasible("No whole-lot trade set satisfies every limit of the spec.",
-                         prob.diagnose(self.solver))
+            try:
+                stage1, stage2 = prob.solve(self.solver)
+            except OptimizationError as exc:
+                search.log.append((f"whole-lot search {where}", str(exc).splitlines()[0]))
+                continue
+            report = stage1.reports[0]
+            search.add_reports(stage1.reports)
+            for a in (stage2, stage1):
+                if a is None:
+                    continue
+                exact = np.round(a.trades / lot) * lot
+                search.consider(exact, f"{report.solver} whole lots {where} ({a.stage})", a,
+                                a.objective_margin_usd if not prob.nonconvex else None)
+            if search.passed:
+                margin = min(v.margin_usd for v, _ in search.passed)
+                note = (f"whole-lot trades by mixed-integer search {where}: margin {margin:,.2f} USD, "
+                        f"{margin - continuous:,.2f} USD above the continuous optimum (a lower bound)")
+                if report.stopped_early:
+                    note += (f"; the search stopped at its time limit (relative gap "
+                             f"{report.mip_gap if report.mip_gap is not None else float('nan'):.3g}, "
+                             f"best bound {report.mip_bound if report.mip_bound is not None else float('nan'):,.2f})")
+                search.notes.append(note)
+                return
 
-    def _decide(self, trades: np.ndarray, data: ProblemData, book: Portfolio, market: MarketSnapshot,
-                before: MarginResult, breached: np.ndarray) -> tuple[str, str, np.ndarray, MarginResult]:
-        """Recompute margin on the post-trade book with the calculator, check every limit, and
-        decide whether the trades are worth proposing."""
-        u = data.universe
-        names = u.names
+    def _sequential_convex(self, prob: RebalanceProblem, raw: RawSolution, data: ProblemData,
+                           search: _Search, solver: str) -> RawSolution:
+        """Sequential convex programming: linearise the non-convex parts at the current book,
+        re-solve inside a trust region, keep a step only if the calculator confirms the objective
+        fell and the verifier passes it; shrink the region when not; stop when it is negligible."""
+        x0 = data.universe.x0
+        scale = np.maximum(np.abs(x0), 1.0)
+        best_x, best_raw = x0, None
+        verifier = search.verifier
+        zero = verifier.check(np.zeros_like(x0))
+        # a book outside its limits has no acceptable value yet: any feasible step improves it
+        best = zero.objective_usd if not verifier.restoring and zero.ok else np.inf
+        radius = scale.copy()
+        candidate, iterations = raw, 0
+        while iterations < _SCP_MAX_ITERATIONS and np.all(radius > 1e-6 * scale):
+            iterations += 1
+            x_new = x0 + candidate.trades
+            if iterations > 1 and np.allclose(x_new, best_x, rtol=0.0, atol=1e-9):
+                break  # the linearised problem returns the current point: converged
+            v = verifier.check(self._clean(candidate.trades, data.universe))
+            if v.ok and v.objective_usd < best - 1e-9 * max(abs(best), 1.0):
+                best, best_x, best_raw = v.objective_usd, x_new, candidate
+                radius = np.minimum(radius * 2.0, 10.0 * scale)
+            else:
+                radius = radius / 4.0
+            prob.linearize_at(best_x)
+            prob.set_trust_region(best_x, radius)
+            try:
+                stage1, stage2 = prob.solve(solver)
+            except OptimizationError:
+                break  # keep the best step the calculator confirmed
+            candidate = stage2 or stage1
+        search.notes.append(f"non-convex components handled by sequential convex programming: "
+                            f"{iterations} linearised solve(s) in a trust region, each step checked "
+                            "by the calculator" + ("" if best_raw is not None else "; none improved the book"))
+        if best_raw is None:
+            zero_t = np.zeros_like(x0)
+            return RawSolution(zero_t, zero_t, data.margin_before_usd, 0.0, raw.lower_duals,
+                               raw.upper_duals, raw.reports, "sequential convex programming")
+        return RawSolution(best_raw.buy, best_raw.sell, best_raw.objective_margin_usd, best_raw.cost_usd,
+                           best_raw.lower_duals, best_raw.upper_duals, best_raw.reports,
+                           "sequential convex programming", best_raw.turnover_dual)
+
+    @staticmethod
+    def _clean(trades: np.ndarray, u: Universe) -> np.ndarray:
+        """Drop solver noise: trades below 1e-10 of the position's size (or 1e-10 coin)."""
+        size = np.maximum(np.abs(u.x0), 1.0)
+        return np.where(np.abs(trades) <= 1e-10 * size, 0.0, trades)
+
+    def _continuous_spec(self) -> RebalanceSpec:
+        """The spec without lot integrality: lots are handled after the continuous optimum."""
+        if self.spec.lots.mode != "exact":
+            return self.spec
+        return self.spec.model_copy(update={"lots": self.spec.lots.model_copy(update={"mode": "none"})})
+
+    # ------------------------------------------------------------------ the decision
+    def _choose(self, search: _Search, book: Portfolio, market: MarketSnapshot, before: MarginResult,
+                names: list[str]) -> tuple[Verification, RawSolution | None, MarginResult]:
+        """The best verified answer whose post-trade book the calculator (bound to that book, not
+        the universe) also finds no worse than before: the two calculations must agree."""
+        verifier = search.verifier
+        remaining = list(search.passed)
+        while remaining:
+            best = verifier.best([v for v, _ in remaining])
+            assert best is not None
+            raw = next(r for v, r in remaining if v is best)
+            after = self._calculate(book, market, names, best.trades)
+            gap = abs(after.initial_margin_usd - best.margin_usd)
+            if gap <= 1e-9 * max(before.initial_margin_usd, 1.0) + 1e-6:
+                return best, raw, after
+            search.log.append((best.source, f"the calculator on the post-trade book gives "
+                               f"{after.initial_margin_usd:,.6f} USD, the universe's {best.margin_usd:,.6f}"))
+            remaining = [(v, r) for v, r in remaining if v is not best]
+        raise VerificationFailed("No answer's margin was confirmed by the calculator on the "
+                                 "post-trade book.", search.attempts())
+
+    def _calculate(self, book: Portfolio, market: MarketSnapshot, names: list[str],
+                   trades: np.ndarray) -> MarginResult:
         post = book.apply({n: q for n, q in zip(names, trades) if q != 0.0})
-        after = self.model.bind(post.instruments, market).evaluate(post.quantities)
-        cost = float(data.half_spread_usd @ np.abs(trades) + data.impact_usd @ np.abs(trades) ** 1.5)
+        return self.model.bind(post.instruments, market).evaluate(post.quantities)
+
+    def _decide(self, chosen: Verification, data: ProblemData, verifier: Verifier,
+                before: MarginResult, after: MarginResult, search: _Search
+                ) -> tuple[str, str, np.ndarray, MarginResult]:
+        """Whether the verified trades are worth proposing, and in what words."""
+        trades = chosen.trades
         saved = before.initial_margin_usd - after.initial_margin_usd
-        inside = self._within_limits(data, u.x0 + trades)
-        if not inside.all():
-            bad = [data.limits.names[r] for r in np.flatnonzero(~inside)]
-            raise OptimizationError(f"the solver's trades break limit(s) {', '.join(bad)}; "
-                                    "no proposal is made")
+        cost = chosen.cost_usd
+        lim_names = data.limits.names
         if not trades.any():
-            if breached.any():
+            if verifier.restoring:
                 return ("no_trade", "the book breaks a limit and no allowed trade changes that",
                         trades, after)
+            if search.stopped_early:
+                return ("no_trade", "no trade set better than the book was found before the search "
+                        "stopped: " + "; ".join(dict.fromkeys(search.stopped_early)), trades, after)
+            if any("infeasible" in n for n in search.notes):
+                return ("no_trade", "no solver found a trade set that meets every limit, and the "
+                        "current book does: no trade", trades, after)
             return ("no_trade", "the book is already at the lowest margin its limits and bounds "
                     "allow", trades, after)
-        if breached.any():
-            names_b = ", ".join(n for n, b in zip(data.limits.names, breached) if b)
+        if verifier.restoring:
+            names_b = ", ".join(n for n, b in zip(lim_names, verifier.breached_before) if b)
             return ("restores_limits", f"the book breaks {names_b}; these trades bring it back inside "
                     f"(margin change {-saved:+,.2f} USD)", trades, after)
         if self.spec.objective == "free_margin":
-            if saved + 1e-6 < (self.spec.free_margin_usd or 0.0):
-                raise OptimizationError(f"the proposal frees {saved:,.2f} USD, less than the "
-                                        f"{self.spec.free_margin_usd:,.2f} asked")
             return ("optimal", f"frees {saved:,.2f} USD of initial margin at the least cost "
                     f"({cost:,.2f} USD)", trades, after)
         if saved - cost < self.spec.min_saving_usd:
@@ -303,6 +396,84 @@ class Rebalancer:
                     f"of cost, less than the {self.spec.min_saving_usd:,.2f} USD minimum", zero, before)
         return ("optimal", f"saves {saved:,.2f} USD of initial margin ({100 * saved / before.initial_margin_usd:.2f}%)"
                 f" for {cost:,.2f} USD of estimated cost", trades, after)
+
+    def _placement_notes(self, trades: np.ndarray, data: ProblemData) -> list[str]:
+        """Continuous trades a venue would not take as shown (below its minimum amount)."""
+        if self.spec.lots.mode != "none" or not trades.any():
+            return []
+        insts = data.universe.instruments
+        minimum = np.array([self.spec.model_copy(update={"lots": self.spec.lots.model_copy(
+            update={"mode": "round"})}).lot_size(i) for i in insts])
+        small = [insts[j].name for j in np.flatnonzero((trades != 0) & (np.abs(trades) < minimum))]
+        if not small:
+            return []
+        return [f"{len(small)} trade(s) are below the venue's minimum amount and cannot be placed as "
+                f"shown ({', '.join(small[:5])}{' ...' if len(small) > 5 else ''}); set lots: "
+                "{mode: round} for placeable trades"]
+
+    # ------------------------------------------------------------------ the proposal
+    def _proposal(self, status: str, reason: str, trades: np.ndarray, after: MarginResult,
+                  before: MarginResult, data: ProblemData, verifier: Verifier, raw: RawSolution | None,
+                  chosen: Verification, search: _Search, snap: MarketSnapshot,
+                  timings: dict[str, float], notes: list[str]) -> Proposal:
+        u, lim = data.universe, data.limits
+        g0 = lim.matrix @ u.x0
+        x1 = u.x0 + trades
+        g1 = lim.matrix @ x1
+        shadow = np.zeros(len(lim.names))
+        if raw is not None and raw.lower_duals.size:
+            shadow[lim.lower_rows] += raw.lower_duals
+        if raw is not None and raw.upper_duals.size:
+            shadow[lim.upper_rows] += raw.upper_duals
+        traded = bool(trades.any())
+        binding = ((np.abs(g1 - lim.lower) <= 1e-7 * lim.scale()) |
+                   (np.abs(g1 - lim.upper) <= 1e-7 * lim.scale())) & (traded or status != "no_trade")
+        checks = tuple(LimitCheck(
+            name=n, lower=None if not np.isfinite(lim.lower[r]) else float(lim.lower[r]),
+            upper=None if not np.isfinite(lim.upper[r]) else float(lim.upper[r]),
+            before=float(g0[r]), after=float(g1[r]), breached_before=bool(verifier.breached_before[r]),
+            binding=bool(binding[r]), shadow_price=float(shadow[r]) if binding[r] else 0.0)
+            for r, n in enumerate(lim.names))
+        first = search.reports[0] if search.reports else None
+        solver_margin = raw.objective_margin_usd if raw is not None and chosen.solver_margin_usd is not None \
+            else chosen.solver_margin_usd
+        return Proposal(
+            status=status, reason=reason, model=self.model.name,
+            trades=self._trades(trades, u, snap, data),
+            margin_before=before, margin_after=after, limits=checks,
+            greeks_before=greeks_summary(data.inputs, u.x0), greeks_after=greeks_summary(data.inputs, x1),
+            solver=raw.solver if raw is not None else (first.solver if first else None),
+            solver_status=(raw.reports[0].status if raw is not None else (first.status if first else None)),
+            problem_class=search.problem_class,
+            solver_margin_usd=solver_margin, timings=timings,
+            attempts=tuple(search.attempts()),
+            notes=tuple(dict.fromkeys(notes)),
+            excluded=dict(u.excluded),
+            bounds=self._bound_checks(trades, data, raw) if traded else (),
+            verified_by=chosen.source)
+
+    def _bound_checks(self, trades: np.ndarray, data: ProblemData, raw: RawSolution | None
+                      ) -> tuple[BoundCheck, ...]:
+        """Trade bounds the proposal sits on: the turnover budget, the instrument count, and each
+        instrument's bound (max_quantity, open-interest cap, close_only)."""
+        out: list[BoundCheck] = []
+        tb = self.spec.trade_bounds
+        if tb.turnover_usd is not None:
+            used = float(data.notional_usd @ np.abs(trades))
+            binding = used >= tb.turnover_usd * (1.0 - 1e-6)
+            price = float(raw.turnover_dual) if raw is not None and binding else 0.0
+            out.append(BoundCheck("turnover_usd", used, float(tb.turnover_usd), binding, price))
+        if tb.max_instruments is not None:
+            n = int(np.count_nonzero(trades))
+            out.append(BoundCheck("max_instruments", float(n), float(tb.max_instruments),
+                                  n >= tb.max_instruments, 0.0))
+        u = data.universe
+        for side, amount, bound in (("buy", np.maximum(trades, 0), u.buy_max),
+                                    ("sell", np.maximum(-trades, 0), u.sell_max)):
+            at = (amount > 0) & np.isfinite(bound) & (amount >= bound * (1.0 - 1e-7))
+            for j in np.flatnonzero(at):
+                out.append(BoundCheck(f"{u.names[j]}.{side}_max", float(amount[j]), float(bound[j]), True, 0.0))
+        return tuple(out)
 
     @staticmethod
     def _trades(trades: np.ndarray, u: Universe, market: MarketSnapshot, data: ProblemData) -> tuple[Trade, ...]:

@@ -9,19 +9,22 @@ own cvxpy term, built from the same arrays the calculator evaluates, scaled to U
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cvxpy as cp
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import OptimizationError, SpecError
 from ..margin import BoundModel
 from ..market import PricingInputs
-from ..errors import OptimizationError
 from ..margin._components import FactorRisk, SizeCharge
 from ._data import LimitRows, Universe
 from ._solvers import ProblemClass, SolveReport, solve
 from ._spec import RebalanceSpec
+
+#: budgets and targets are set this fraction inside the spec's own figure, so an answer within a
+#: solver's feasibility tolerance still meets the figure itself when the verifier checks it
+_INSIDE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,22 @@ class ProblemData:
     def structure(self) -> tuple:
         """What must match for a compiled problem to be reused with these numbers."""
         comps = tuple((k, v.shape) for k, v in self.component_values().items())
-        nonconvex = tuple((p.name, c.name) for p in self.bound.pools for c in p.initial if not c.convex)
-        return (tuple(self.universe.names), comps, nonconvex, tuple(self.limits.names),
+        forms = tuple((p.name, c.name, c.convex, c.structure_key()) for p in self.bound.pools
+                      for c in p.initial)
+        u = self.universe
+        # each side of each bound apart: a bound that is finite on one side only is a different
+        # problem from one finite on the other (the finite side is a constraint row)
+        return (tuple(u.names), comps, forms, tuple(self.limits.names),
                 tuple(self.limits.lower_rows), tuple(self.limits.upper_rows),
                 tuple(p.columns.tobytes() for p in self.bound.pools),
-                tuple(np.isfinite(self.universe.buy_max) & np.isfinite(self.universe.sell_max)),
-                tuple(self.lot > 0))
+                np.isfinite(u.buy_max).tobytes(), np.isfinite(u.sell_max).tobytes(),
+                (self.lot > 0).tobytes())
 
 
 @dataclass(frozen=True)
 class RawSolution:
+    """A solver's answer (a claim, until the verifier passes it)."""
+
     buy: np.ndarray
     sell: np.ndarray
     objective_margin_usd: float
@@ -68,6 +77,26 @@ class RawSolution:
     lower_duals: np.ndarray
     upper_duals: np.ndarray
     reports: tuple[SolveReport, ...]
+    stage: str = "stage 1"
+    turnover_dual: float = 0.0
+
+    @property
+    def trades(self) -> np.ndarray:
+        return self.buy - self.sell
+
+    @property
+    def solver(self) -> str:
+        return self.reports[-1].solver if self.reports else ""
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What the elastic problem found: each constraint that must move and by how much (signed,
+    in its own units), recomputed in numpy at the elastic point; and that point's trades."""
+
+    moves: dict[str, float]
+    trades: np.ndarray | None
+    attempts: tuple[tuple[str, str], ...] = ()
 
 
 class RebalanceProblem:
@@ -92,11 +121,17 @@ class RebalanceProblem:
                                 field="lots.sizes")
             self.buy_lots = cp.Variable(n, integer=True, nonneg=True, name="buy_lots")
             self.sell_lots = cp.Variable(n, integer=True, nonneg=True, name="sell_lots")
-            self.buy = cp.multiply(data.lot, self.buy_lots)
-            self.sell = cp.multiply(data.lot, self.sell_lots)
+            # lot sizes are Parameters: a 10 USD inverse-future lot is 10/F coin and moves with F
+            # (trades are their own variables tied to the lots, so every other term stays
+            # Parameter @ Variable: DPP)
+            lot = p("lot", (n,))
+            self.buy = cp.Variable(n, nonneg=True, name="buy")
+            self.sell = cp.Variable(n, nonneg=True, name="sell")
+            lot_ties = [self.buy == cp.multiply(lot, self.buy_lots),
+                        self.sell == cp.multiply(lot, self.sell_lots)]
             # a box of whole lots per instrument (HiGHS takes infinite bounds): the search is
             # narrowed to the lots around the continuous optimum (see Rebalancer._exact_lots)
-            lot_box = [self.buy_lots >= p("buy_lots_min", (n,)), self.buy_lots <= p("buy_lots_max", (n,)),
+            lot_box = lot_ties + [self.buy_lots >= p("buy_lots_min", (n,)), self.buy_lots <= p("buy_lots_max", (n,)),
                        self.sell_lots >= p("sell_lots_min", (n,)), self.sell_lots <= p("sell_lots_max", (n,))]
         else:
             self.buy = cp.Variable(n, nonneg=True, name="buy")
@@ -162,7 +197,10 @@ class RebalanceProblem:
             constraints.append(self.upper_con)
         self.turnover_con = None
         if spec.trade_bounds.turnover_usd is not None:
-            self.turnover_con = p("notional_usd", (n,)) @ traded <= spec.trade_bounds.turnover_usd
+            # a hair inside the budget, so an answer within the solver's feasibility tolerance
+            # still passes the verifier's check against the budget itself
+            budget = spec.trade_bounds.turnover_usd * (1.0 - _INSIDE)
+            self.turnover_con = p("notional_usd", (n,)) @ traded <= budget
             constraints.append(self.turnover_con)
         if spec.trade_bounds.max_instruments is not None:
             if not (np.isfinite(data.universe.buy_max).all() and np.isfinite(data.universe.sell_max).all()):
@@ -238,7 +276,10 @@ class RebalanceProblem:
         self._set("limit_upper_matrix", lim.matrix[lim.upper_rows])
         self._set("limit_upper", lim.upper[lim.upper_rows])
         if self.spec.free_margin_usd is not None:
-            self._set("margin_target_usd", data.margin_before_usd - self.spec.free_margin_usd)
+            # a hair beyond the amount asked, for the same reason as the turnover budget
+            self._set("margin_target_usd", data.margin_before_usd - self.spec.free_margin_usd
+                      - _INSIDE * max(data.margin_before_usd, 1.0))
+        self._set("lot", np.where(data.lot > 0, data.lot, 1.0))
         if self.nonconvex:
             self.linearize_at(u.x0)
             self.set_trust_region(u.x0, np.maximum(np.abs(u.x0), 1.0))
@@ -278,7 +319,7 @@ class RebalanceProblem:
         quad = any(isinstance(c, SizeCharge) and np.any(c.quadratic) for c in comps) or \
             any(isinstance(c, FactorRisk) and c.form == "variance" for c in comps)
         if self.integer:
-            return ProblemClass.MIQP if (quad or socp) else ProblemClass.MILP
+            return ProblemClass.MISOCP if socp else ProblemClass.MIQP if quad else ProblemClass.MILP
         return ProblemClass.SOCP if socp else ProblemClass.QP if quad else ProblemClass.LP
 
     @property
@@ -287,24 +328,36 @@ class RebalanceProblem:
         return getattr(self.stage1._cache, "param_prog", None)
 
     # ------------------------------------------------------------------ solving
-    def solve(self, solver: str | None = None) -> RawSolution:
-        first = solve(self.stage1, self.problem_class, solver)
-        lower = self._duals(self.lower_con)
-        upper = self._duals(self.upper_con)
+    def solve(self, solver: str | None = None) -> tuple[RawSolution, RawSolution | None]:
+        """Stage 1, then the tie-break with the solver that answered stage 1. Returns both answers
+        (stage 2 is None when it failed; why is in stage 1's reports): the caller verifies them."""
+        limit = self.spec.time_limit_s
+        first = solve(self.stage1, self.problem_class, solver, bounded_below=True, time_limit_s=limit)
+        stage1 = self._answer("stage 1", (first,))
         best = float(self.objective.value)
         self._set("stage1_best", best + 1e-9 * abs(best) + 1e-6)
         try:
-            second = solve(self.stage2, self.problem_class, solver)
-            reports = (first, second)
+            second = solve(self.stage2, self.problem_class, first.solver, bounded_below=True,
+                           time_limit_s=limit)
         except OptimizationError as exc:  # the stage-1 answer stands; say why stage 2 did not
-            self.stage1.solve(solver=first.solver)
-            reports = (first, SolveReport("tie-break", "skipped", 0.0, (f"stage 2 failed: {exc}",)))
+            failed = SolveReport(first.solver, "tie-break failed", 0.0, (f"stage 2 failed: {exc}",))
+            return replace(stage1, reports=(first, failed)), None
+        return stage1, self._answer("tie-break", (first, second), stage1)
+
+    def _answer(self, stage: str, reports: tuple[SolveReport, ...],
+                stage1: RawSolution | None = None) -> RawSolution:
+        """Copy the variables' values out (the next solve overwrites them)."""
         buy = np.maximum(np.asarray(self.buy.value, dtype=float), 0.0)
         sell = np.maximum(np.asarray(self.sell.value, dtype=float), 0.0)
-        # a buy and a sell of one instrument net out: keep only the net trade
-        net = buy - sell
-        return RawSolution(np.maximum(net, 0.0), np.maximum(-net, 0.0), float(self.margin.value),
-                           float(self.cost.value), lower, upper, reports)
+        net = buy - sell  # a buy and a sell of one instrument net out: keep only the net trade
+        margin = self.margin.value
+        duals = (stage1.lower_duals, stage1.upper_duals, stage1.turnover_dual) if stage1 else (
+            self._duals(self.lower_con), self._duals(self.upper_con),
+            float(np.sum(self._duals(self.turnover_con))))
+        return RawSolution(np.maximum(net, 0.0), np.maximum(-net, 0.0),
+                           float(margin) if margin is not None else float("nan"),
+                           float(self.cost.value) if self.cost.value is not None else float("nan"),
+                           duals[0], duals[1], reports, stage, duals[2])
 
     @staticmethod
     def _duals(con: cp.Constraint | None) -> np.ndarray:
@@ -312,9 +365,12 @@ class RebalanceProblem:
             return np.zeros(0)
         return np.atleast_1d(np.asarray(con.dual_value, dtype=float))
 
-    def diagnose(self, solver: str | None = None) -> dict[str, float]:
-        """Re-solve with every limit softened by a slack (minimising the slacks, each relative to
-        its limit's scale); return the limits that must move and by how much (signed)."""
+    def diagnose(self, solver: str | None = None) -> Diagnosis:
+        """Re-solve with every limit, the turnover budget and the margin target softened by a
+        slack (minimising the slacks, each relative to its scale). The constraints reported are
+        those the elastic point actually breaks, recomputed in numpy, by how much (signed: the
+        move of the bound that would admit the point). Empty moves with a point mean the point
+        breaks nothing: the problem was feasible after all."""
         lim = self.data.limits
         scale = lim.scale()
         slacks, cons = [], list(self.hard_constraints)
@@ -322,29 +378,54 @@ class RebalanceProblem:
         if self.lower_con is not None:
             s = cp.Variable(lim.lower_rows.size, nonneg=True)
             cons.append(self._params["limit_lower_matrix"] @ self.x + s >= self._params["limit_lower"])
-            slacks.append((s, scale[lim.lower_rows], [(lim.names[r], -1.0) for r in lim.lower_rows]))
+            slacks.append((s, scale[lim.lower_rows]))
         if self.upper_con is not None:
             s = cp.Variable(lim.upper_rows.size, nonneg=True)
             cons.append(self._params["limit_upper_matrix"] @ self.x - s <= self._params["limit_upper"])
-            slacks.append((s, scale[lim.upper_rows], [(lim.names[r], 1.0) for r in lim.upper_rows]))
-        if self.turnover_con is not None:
+            slacks.append((s, scale[lim.upper_rows]))
+        budget = self.spec.trade_bounds.turnover_usd
+        if self.turnover_con is not None and budget is not None:
             s = cp.Variable(1, nonneg=True)
-            budget = self.spec.trade_bounds.turnover_usd or 0.0
-            cons.append(self._params["notional_usd"] @ traded - s <= budget)
-            slacks.append((s, np.array([max(budget, 1.0)]), [("turnover_usd", 1.0)]))
+            cons.append(self._params["notional_usd"] @ traded - s <= budget * (1.0 - _INSIDE))
+            slacks.append((s, np.array([max(budget, 1.0)])))
         if self.target_con is not None:
             s = cp.Variable(1, nonneg=True)
             cons.append(self.margin - s <= self._params["margin_target_usd"])
-            slacks.append((s, np.array([max(self.spec.free_margin_usd or 1.0, 1.0)]),
-                           [("free_margin_usd", -1.0)]))
-        objective = cp.sum(cp.hstack([cp.sum(cp.multiply(1.0 / sc, s)) for s, sc, _ in slacks]))
+            slacks.append((s, np.array([max(self.spec.free_margin_usd or 1.0, 1.0)])))
+        if not slacks:
+            return Diagnosis({}, None, (("elastic", "nothing to soften: only hard bounds"),))
+        objective = cp.sum(cp.hstack([cp.sum(cp.multiply(1.0 / sc, s)) for s, sc in slacks]))
         elastic = cp.Problem(cp.Minimize(objective), cons)
-        solve(elastic, self.problem_class, solver)
+        try:
+            report = solve(elastic, self.problem_class, solver, bounded_below=True,
+                           time_limit_s=self.spec.time_limit_s)
+        except OptimizationError as exc:
+            return Diagnosis({}, None, tuple(getattr(exc, "attempts", ())) or (("elastic", str(exc)),))
+        if self.buy.value is None or self.sell.value is None:
+            return Diagnosis({}, None, report.attempts)
+        t = np.asarray(self.buy.value, dtype=float) - np.asarray(self.sell.value, dtype=float)
+        return Diagnosis(self._breaks(t), t, report.attempts)
+
+    def _breaks(self, t: np.ndarray) -> dict[str, float]:
+        """The limits, budget and target that trades ``t`` break (numpy), with the signed move."""
+        d = self.data
+        lim = d.limits
+        x = d.universe.x0 + t
+        g = lim.matrix @ x
+        tol = 1e-9 * lim.scale()
         out: dict[str, float] = {}
-        for s, sc, labels in slacks:
-            for value, size, (name, sign) in zip(np.atleast_1d(s.value), sc, labels):
-                if value > 1e-7 * size:
-                    key = f"{name}.{'upper' if sign > 0 else 'lower'}" if name not in (
-                        "turnover_usd", "free_margin_usd") else name
-                    out[key] = float(sign * value)
+        for r in range(len(lim.names)):
+            if g[r] < lim.lower[r] - tol[r]:
+                out[f"{lim.names[r]}.lower"] = float(g[r] - lim.lower[r])
+            elif g[r] > lim.upper[r] + tol[r]:
+                out[f"{lim.names[r]}.upper"] = float(g[r] - lim.upper[r])
+        budget = self.spec.trade_bounds.turnover_usd
+        if budget is not None:
+            used = float(d.notional_usd @ np.abs(t))
+            if used > budget * (1.0 + 1e-9) + 1e-9:
+                out["turnover_usd"] = used - budget
+        if self.spec.free_margin_usd is not None:
+            freed = d.margin_before_usd - d.bound.initial_margin_usd(x)
+            if freed < self.spec.free_margin_usd * (1.0 - 1e-9):
+                out["free_margin_usd"] = freed - self.spec.free_margin_usd
         return out

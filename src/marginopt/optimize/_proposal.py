@@ -46,6 +46,19 @@ class LimitCheck:
 
 
 @dataclass(frozen=True)
+class BoundCheck:
+    """A trade bound of the spec and where the proposal sits against it: the turnover budget
+    (USD), the instrument count, or one instrument's buy or sell bound (coin)."""
+
+    name: str
+    value: float
+    bound: float
+    binding: bool
+    #: objective (USD) saved per unit the bound is relaxed, where the solver reports it
+    shadow_price: float = 0.0
+
+
+@dataclass(frozen=True)
 class Proposal:
     """A frozen rebalance proposal. ``status``: ``optimal`` (trades that save margin),
     ``no_trade`` (nothing helps; ``reason`` says why) or ``restores_limits`` (the book broke a
@@ -69,6 +82,10 @@ class Proposal:
     attempts: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
     excluded: Mapping[str, str] = field(default_factory=dict)
+    #: trade bounds the proposal sits on or is measured against (turnover, count, per instrument)
+    bounds: tuple[BoundCheck, ...] = ()
+    #: which answer passed the verifier and was shipped (solver, stage, repair)
+    verified_by: str = ""
 
     # ------------------------------------------------------------------ figures
     @property
@@ -113,6 +130,10 @@ class Proposal:
             "solver": {"name": self.solver, "status": self.solver_status,
                        "problem_class": self.problem_class, "solver_margin_usd": self.solver_margin_usd,
                        "attempts": [list(a) for a in self.attempts]},
+            "bounds": [asdict(b) for b in self.bounds],
+            "binding_bounds": [{"name": b.name, "value": b.value, "bound": b.bound,
+                                "shadow_price": b.shadow_price} for b in self.bounds if b.binding],
+            "verified_by": self.verified_by,
             "timings": dict(self.timings),
             "notes": list(self.notes),
             "excluded": dict(self.excluded),
@@ -166,6 +187,12 @@ class Proposal:
             lines.append(f"| {l.name} | {fmt(l.lower)} | {fmt(l.upper)} | {l.before:,.6g}"
                          f"{' (breached)' if l.breached_before else ''} | {l.after:,.6g} | "
                          f"{'yes' if l.binding else ''} | {l.shadow_price:,.6g} |")
+        binding_bounds = [b for b in self.bounds if b.binding]
+        if binding_bounds:
+            lines += ["", "## Trade bounds that bind", "", "| bound | value | limit | shadow price |",
+                      "|---|---:|---:|---:|"]
+            lines += [f"| {b.name} | {b.value:,.6g} | {b.bound:,.6g} | {b.shadow_price:,.6g} |"
+                      for b in binding_bounds]
         lines += ["", "## Greeks", "", "| underlying | delta before | delta after | vega before | vega after |",
                   "|---|---:|---:|---:|---:|"]
         for u in self.greeks_before:

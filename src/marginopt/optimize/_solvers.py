@@ -1,17 +1,24 @@
-"""The solver boundary: chains by problem class, and the one place a status becomes a verdict."""
+"""The solver boundary: chains by problem class, and the one place a status becomes a verdict.
+
+A solver's word is a claim: an answer is accepted here only as a *candidate* (the Rebalancer's
+verifier decides whether it becomes a proposal), "unbounded" on a problem whose objective is
+bounded below is recorded as a failed attempt rather than believed, and no exception raised by
+a solver or by cvxpy unpacking its answer escapes this module untyped.
+"""
 
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
 
-from ..errors import Infeasible, SolverFailed, Unbounded
+from ..errors import Infeasible, MarginoptError, SolverFailed, Unbounded
 
 
 class ProblemClass(str, Enum):
@@ -20,27 +27,52 @@ class ProblemClass(str, Enum):
     SOCP = "SOCP"
     MILP = "MILP"
     MIQP = "MIQP"
+    MISOCP = "MISOCP"
+
+    @property
+    def integer(self) -> bool:
+        return self in (ProblemClass.MILP, ProblemClass.MIQP, ProblemClass.MISOCP)
 
 
 #: Fallback chains measured on this kind of machine (shared/docs/solver-notes.md). SCS answers are
-#: flagged low accuracy; OSQP is never used for LPs.
+#: low accuracy (the verifier decides whether one ships); OSQP is never used for LPs. HiGHS has
+#: no integer QP or cone support, so mixed-integer problems with a quadratic or cone term go to
+#: SCIP (branch and bound over its own LP relaxations and cone cuts).
 CHAINS: dict[ProblemClass, tuple[str, ...]] = {
     ProblemClass.LP: ("HIGHS", "CLARABEL", "SCS"),
     ProblemClass.QP: ("CLARABEL", "OSQP", "SCS"),
     ProblemClass.SOCP: ("CLARABEL", "ECOS", "SCS"),
-    ProblemClass.MILP: ("HIGHS",),
-    ProblemClass.MIQP: ("HIGHS",),
+    ProblemClass.MILP: ("HIGHS", "SCIP"),
+    ProblemClass.MIQP: ("SCIP",),
+    ProblemClass.MISOCP: ("SCIP",),
 }
 
 #: Tight tolerances: limits must hold to 1e-9 of their scale after the solve.
-OPTIONS: dict[str, dict] = {
+OPTIONS: dict[str, dict[str, Any]] = {
     "HIGHS": {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10},
     "CLARABEL": {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500},
     "ECOS": {"abstol": 1e-10, "reltol": 1e-10, "feastol": 1e-10, "max_iters": 500},
     "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "polish": True, "max_iter": 200_000},
     "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
+    # SCIP's LP solver takes no feasibility tolerance below 1e-10 without GMP and prints about it
+    # (SCIP tightens the LP's by up to 1e3 when resolving): 1e-7 here; the verifier holds every
+    # answer to the limits' own tolerance
+    "SCIP": {"scip_params": {"numerics/feastol": 1e-7}},
 }
 LOW_ACCURACY = frozenset({"SCS"})
+
+#: Mixed-integer searches stop at a small gap or a time limit; a time-limited incumbent is a
+#: candidate like any other, and its gap and bound are reported with it.
+MIP_TIME_LIMIT_S = 30.0
+MIP_REL_GAP = 1e-6
+
+
+def _mip_options(name: str, time_limit_s: float) -> dict[str, Any]:
+    if name == "HIGHS":
+        return {"mip_rel_gap": MIP_REL_GAP, "time_limit": float(time_limit_s)}
+    if name == "SCIP":
+        return {"scip_params": {"limits/time": float(time_limit_s), "limits/gap": MIP_REL_GAP}}
+    return {}
 
 
 class Verdict(str, Enum):
@@ -74,20 +106,46 @@ class SolveReport:
     seconds: float
     warnings: tuple[str, ...] = ()
     attempts: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    #: mixed-integer searches: relative gap and best bound (objective units) when they stopped
+    mip_gap: float | None = None
+    mip_bound: float | None = None
+    #: a mixed-integer search that stopped at its time limit, not at a proven optimum
+    stopped_early: bool = False
 
 
-#: Mixed-integer searches stop at a small gap or a time limit; the incumbent is then accepted
-#: with a warning (the proposal reports it).
-MIP_OPTIONS = {"HIGHS": {"mip_rel_gap": 1e-6, "time_limit": 30.0}}
+def chain(problem_class: ProblemClass, solver: str | None = None) -> tuple[str, ...]:
+    """The solvers to try, in order: the named one alone, or the class's chain."""
+    return (solver.upper(),) if solver else CHAINS[problem_class]
 
 
-def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None = None) -> SolveReport:
-    """Solve along the class's chain (or only ``solver``); raise Infeasible / Unbounded /
-    SolverFailed with what every solver said."""
-    chain = (solver.upper(),) if solver else CHAINS[problem_class]
+def _mip_stats(name: str, problem: cp.Problem) -> tuple[float | None, float | None, bool]:
+    """Gap, best bound and whether the search stopped at its time limit."""
+    extra = getattr(problem.solver_stats, "extra_stats", None)
+    try:
+        if name == "HIGHS" and extra is not None:
+            return float(extra.mip_gap), float(extra.mip_dual_bound), problem.status == cp.USER_LIMIT
+        if name == "SCIP" and isinstance(extra, dict) and "model" in extra:
+            # cvxpy reports SCIP's time limit as optimal_inaccurate: ask SCIP itself
+            model = extra["model"]
+            return (float(model.getGap()), float(model.getDualbound()),
+                    str(extra.get("scip_status", model.getStatus())) == "timelimit")
+    except (AttributeError, TypeError, ValueError):  # a solver build without these statistics
+        pass
+    return None, None, problem.status == cp.USER_LIMIT
+
+
+def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None = None, *,
+          bounded_below: bool = False, time_limit_s: float = MIP_TIME_LIMIT_S) -> SolveReport:
+    """Solve along the class's chain (or only ``solver``) and return the first answer.
+
+    Raises ``Infeasible`` when a solver proves infeasibility (a claim the caller confirms),
+    ``Unbounded`` when one reports unboundedness and ``bounded_below`` is false, and
+    ``SolverFailed`` with what every solver said when none answered. With ``bounded_below`` an
+    "unbounded" status is a solver error: the next solver is tried.
+    """
     installed = _installed()
     attempts: list[tuple[str, str]] = []
-    for name in chain:
+    for name in chain(problem_class, solver):
         if name not in installed:
             attempts.append((name, "not installed"))
             continue
@@ -96,16 +154,17 @@ def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None =
             warnings.simplefilter("always")
             try:
                 opts = dict(OPTIONS.get(name, {}))
-                if problem_class in (ProblemClass.MILP, ProblemClass.MIQP):
-                    opts.update(MIP_OPTIONS.get(name, {}))
+                if problem_class.integer:
+                    for key, value in _mip_options(name, time_limit_s).items():
+                        opts[key] = {**opts.get(key, {}), **value} if isinstance(value, dict) else value
                 # no warm start: a re-used problem must answer exactly as a fresh one would,
                 # whatever it solved before (batch runs in-process and on Dask agree bit for bit)
                 problem.solve(solver=name, warm_start=False, **opts)
-            except cp.error.SolverError as exc:
-                attempts.append((name, f"solver error: {exc}".splitlines()[0]))
-                continue
-            except ValueError as exc:  # cvxpy could not unpack the solver's answer (status unknown)
-                attempts.append((name, f"no usable answer: {exc}".splitlines()[0]))
+            except MarginoptError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the solver boundary: every failure is typed
+                # cvxpy's SolverError, a ValueError unpacking an answer, a solver's own exception
+                attempts.append((name, f"{type(exc).__name__}: {exc}".splitlines()[0]))
                 continue
         seconds = time.perf_counter() - start
         said = tuple(str(w.message).splitlines()[0] for w in caught)
@@ -113,16 +172,29 @@ def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None =
         if problem.status == cp.USER_LIMIT and problem.value is not None and np.isfinite(problem.value):
             v = Verdict.WARN  # stopped at a limit with a feasible incumbent
         if v is Verdict.INFEASIBLE:
-            raise Infeasible(f"{name} proves the problem infeasible.")
+            attempts.append((name, "infeasible"))
+            raise Infeasible(f"{name} reports the problem infeasible.", attempts=attempts)
         if v is Verdict.UNBOUNDED:
+            if bounded_below:
+                attempts.append((name, "reported unbounded on a problem bounded below: not trusted"))
+                continue
             raise Unbounded(f"{name} reports the problem unbounded: give the spec trade bounds.")
-        if v is Verdict.FAIL:
+        if v is Verdict.FAIL or problem.value is None or not np.isfinite(problem.value):
             attempts.append((name, f"status {problem.status}"))
             continue
         notes = list(said)
-        if v is Verdict.WARN:
+        gap = bound = None
+        stopped = False
+        if problem_class.integer:
+            gap, bound, stopped = _mip_stats(name, problem)
+        if stopped:
+            notes.append(f"{name} stopped at its {time_limit_s:g} s time limit"
+                         + (f" with a relative gap of {gap:.3g}" if gap is not None else ""))
+        elif v is Verdict.WARN:
             notes.append(f"{name} returned {problem.status}")
         if name in LOW_ACCURACY:
             notes.append(f"{name} is a first-order solver: its answer is low accuracy")
-        return SolveReport(name, problem.status, seconds, tuple(notes), tuple(attempts))
+        attempts.append((name, str(problem.status)))
+        return SolveReport(name, problem.status, seconds, tuple(notes), tuple(attempts), gap, bound,
+                           stopped)
     raise SolverFailed("No solver produced an answer.", attempts)

@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Union
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
+from .._io import describe, read_yaml, validation_message
 from ..errors import SpecError
-from ..instruments import Instrument
+from ..instruments import Instrument, canonical_name
+from ..thresholds import MAX_LOT_SIZE
 
 Bounds = tuple[float | None, float | None]
+
+
+def _bound(x: Any) -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"a bound is a number or null, got {x!r}")
+    x = float(x)
+    if math.isnan(x):
+        raise ValueError("a bound must be a number, got NaN")
+    return None if math.isinf(x) else x   # .inf is no bound on that side
 
 
 def _bounds(v: Any) -> Bounds | None:
     if v is None:
         return None
-    if isinstance(v, (int, float)):
-        return (-abs(float(v)), abs(float(v)))
-    lo, hi = v
-    lo = None if lo is None else float(lo)
-    hi = None if hi is None else float(hi)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        b = _bound(abs(v))
+        return None if b is None else (-b, b)
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise ValueError(f"give a number x (meaning [-x, x]) or a pair [lower, upper], got {v!r}")
+    lo, hi = _bound(v[0]), _bound(v[1])
     if lo is not None and hi is not None and lo > hi:
         raise ValueError(f"lower bound {lo} is above upper bound {hi}")
     return (lo, hi)
@@ -37,7 +52,7 @@ class UnderlyingLimits(BaseModel):
     ``"30-90"``, ``"90-"``. A single number x means [-x, x]. With ``relative: true`` the bounds
     are offsets from the book's current value."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     delta: Bounds | None = None
     vega: Bounds | None = None
     gamma: Bounds | None = None
@@ -52,6 +67,8 @@ class UnderlyingLimits(BaseModel):
     @field_validator("vega_buckets", mode="before")
     @classmethod
     def _buckets(cls, v: Any) -> dict[str, Bounds]:
+        if v is not None and not isinstance(v, Mapping):
+            raise ValueError(f"vega_buckets maps day ranges to bounds, got {describe(v)}")
         out = {}
         for key, b in (v or {}).items():
             if not _BUCKET.match(str(key)):
@@ -61,10 +78,10 @@ class UnderlyingLimits(BaseModel):
 
 
 class TradeBounds(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     #: largest trade in any one instrument, in coin (per-instrument overrides by name)
     max_quantity: float | None = Field(None, gt=0)
-    max_quantity_by_instrument: dict[str, float] = Field(default_factory=dict)
+    max_quantity_by_instrument: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     #: largest trade as a fraction of the instrument's open interest
     max_open_interest_fraction: float | None = Field(None, gt=0)
     #: total USD notional traded (underlying notional, index x quantity)
@@ -78,19 +95,23 @@ class Lots(BaseModel):
     repair, re-verify) or ``exact`` (mixed-integer). Sizes by instrument name, then by
     ``<UNDERLYING>-option`` / ``<UNDERLYING>-future`` (futures and perpetuals), then defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     mode: Literal["none", "round", "exact"] = "none"
-    sizes: dict[str, float] = Field(default_factory=dict)
+    #: each size above zero and at most ``thresholds.MAX_LOT_SIZE`` coin
+    sizes: dict[str, Annotated[float, Field(gt=0, le=MAX_LOT_SIZE)]] = Field(default_factory=dict)
 
-    #: Deribit's minimum amounts in coin (inverse futures trade in 10 USD, quoted separately)
+    #: Deribit's minimum amounts in coin (linear futures; options of either settlement)
     DEFAULTS: ClassVar[Mapping[str, float]] = {
         "BTC-option": 0.1, "ETH-option": 1.0, "SOL-option": 1.0,
         "BTC-future": 0.0001, "ETH-future": 0.001, "SOL-future": 0.1,
     }
+    #: Deribit's coin-settled futures and perpetuals trade in contracts of this many USD: a lot
+    #: is ``contract / forward`` coin (unless ``sizes`` names one in coin)
+    INVERSE_CONTRACT_USD: ClassVar[Mapping[str, float]] = {"BTC": 10.0, "ETH": 1.0}
 
 
 class Costs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     #: charge half the bid/ask spread per unit traded
     spread: bool = True
     #: convex market impact ``impact * half_spread * |t|^1.5 / sqrt(open interest)`` (SOCP)
@@ -100,7 +121,7 @@ class Costs(BaseModel):
 class RebalanceSpec(BaseModel):
     """What a desk allows the rebalancer to do. Loadable from YAML (``RebalanceSpec.from_file``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     universe: Union[Literal["held", "held+futures", "listed"], list[str]] = "held+futures"
     limits: dict[str, UnderlyingLimits] = Field(default_factory=dict)
     #: limits given as offsets from the book's current greeks (same shape as ``limits``)
@@ -119,18 +140,35 @@ class RebalanceSpec(BaseModel):
     #: keep |total delta in USD| per underlying under Deribit's delta-shock threshold
     delta_shock_threshold_usd: float | None = Field(None, gt=0)
     solver: str | None = None
+    #: a mixed-integer search (exact lots, max_instruments) stops after this many seconds and
+    #: its best answer so far is verified like any other, reported with its gap and bound
+    time_limit_s: float = Field(30.0, gt=0)
     #: a proposal must save at least this much (USD) net of cost, or no trade is proposed
     min_saving_usd: float = Field(0.01, ge=0)
+    #: where the spec came from (its file), for errors found when it meets a book and a market
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
     @field_validator("limits", "relative_limits", mode="before")
     @classmethod
     def _upper_keys(cls, v: Any) -> Any:
-        return {str(k).upper(): b for k, b in (v or {}).items()}
+        if v is not None and not isinstance(v, Mapping):
+            raise ValueError(f"give limits per underlying (BTC: {{delta: [-5, 5]}}), got {describe(v)}")
+        out: dict[str, Any] = {}
+        for k, b in (v or {}).items():
+            key = str(k).strip().upper()
+            if key in out:
+                raise ValueError(f"underlying {key} is given twice")
+            out[key] = b
+        return out
 
     @field_validator("do_not_trade", "close_only", mode="after")
     @classmethod
     def _upper_names(cls, v: list[str]) -> list[str]:
-        return [n.strip().upper() for n in v]
+        return [canonical_name(n) for n in v]
 
     @model_validator(mode="after")
     def _objective_inputs(self) -> "RebalanceSpec":
@@ -140,23 +178,21 @@ class RebalanceSpec(BaseModel):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, *, source: str = "<memory>") -> "RebalanceSpec":
+        if data is not None and not isinstance(data, Mapping):
+            raise SpecError(f"a rebalance spec is a mapping of keys (universe, limits, trade_bounds, "
+                            f"...), got {describe(data)}: is it the right file?", source=source)
         try:
-            return cls.model_validate(dict(data or {}))
+            spec = cls.model_validate(dict(data or {}))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise SpecError(err["msg"], source=source,
-                            field=".".join(str(p) for p in err["loc"]) or None) from None
+            msg, loc = validation_message(exc, cls)
+            raise SpecError(msg, source=source, field=loc) from None
+        if source != "<memory>":
+            spec._source = source
+        return spec
 
     @classmethod
     def from_file(cls, path: str | Path) -> "RebalanceSpec":
-        path = Path(path)
-        if not path.exists():
-            raise SpecError("spec file not found", source=str(path))
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise SpecError(f"not valid YAML ({exc})", source=str(path)) from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, "spec file", SpecError), source=str(path))
 
     def lot_size(self, inst: "Instrument") -> float:
         """Lot size in coin for ``inst`` (0 when trading is continuous)."""
@@ -166,7 +202,18 @@ class RebalanceSpec(BaseModel):
         for key in (inst.name, f"{inst.underlying}-{kind}"):
             if key in self.lots.sizes:
                 return float(self.lots.sizes[key])
+        if kind == "future" and inst.settlement.value == "inverse":
+            return 0.0  # in USD contracts: the Rebalancer converts at the forward
         return float(Lots.DEFAULTS.get(f"{inst.underlying}-{kind}", 0.0))
+
+    def contract_usd(self, inst: "Instrument") -> float:
+        """USD per contract of a coin-settled future or perpetual with no lot size in coin
+        (0 when the spec gives one, or the instrument trades in coin)."""
+        if self.lots.mode == "none" or inst.is_option or inst.settlement.value != "inverse":
+            return 0.0
+        if inst.name in self.lots.sizes or f"{inst.underlying}-future" in self.lots.sizes:
+            return 0.0
+        return float(Lots.INVERSE_CONTRACT_USD.get(inst.underlying, 0.0))
 
     def merged(self, overrides: Mapping[str, Any]) -> "RebalanceSpec":
         """This spec with top-level keys replaced (per-account overrides in batch jobs)."""
@@ -180,7 +227,11 @@ def load_spec(spec: RebalanceSpec | str | Path | Mapping[str, Any] | None) -> Re
         return spec
     if isinstance(spec, Mapping):
         return RebalanceSpec.from_dict(spec)
+    if not isinstance(spec, (str, Path)):
+        raise SpecError(f"a spec is a file path, a mapping or a RebalanceSpec, got {describe(spec)}",
+                        field="spec")
     return RebalanceSpec.from_file(spec)
+
 
 
 def bucket_range(key: str) -> tuple[float, float]:
