@@ -85,3 +85,11 @@ def test_non_string_names_raise(name):
     with pytest.raises(MalformedInstrumentName) as err:
         parse_instrument(name)
     assert repr(name) in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["BTC-27DEC24-60000-C", "BTC-27DEC24", "BTC-PERPETUAL", "BTC_USDC-PERPETUAL",
+                                  "SOL_USDC-27DEC24-150-P", "XRP_USDC-7MAR25-0d625-C", "ETH_USDC-28FEB25-3000-C"])
+def test_names_are_built_as_they_are_parsed(name):
+    from marginopt.instruments import instrument_name
+    i = parse_instrument(name)
+    assert instrument_name(i.underlying, i.expiry, i.strike, i.is_call, settlement=i.settlement) == name

@@ -3,12 +3,14 @@ and vega stay inside the desk's limits, and prove the saving by recomputing the 
 
 from .errors import (ExpiredInstrument, InputError, Infeasible, InvalidValue, MalformedInstrumentName,
                      MarginoptError, MissingMarketData, ModelError, OptimizationError, SolverFailed,
-                     SpecError, Unbounded, UnknownInstrument, UnsupportedCurrency, VerificationFailed)
+                     SpecError, Unbounded, UnknownInstrument, UnsupportedCurrency, UnsupportedInstrument,
+                     VerificationFailed)
 from .instruments import Instrument, Kind, Settlement, parse_instrument
 from .margin import MarginModel, MarginResult, available_models, load_model, margin, model_names
 from .market import MarketSnapshot, load_market
 from .portfolio import Portfolio, load_portfolio
 from .optimize import Proposal, RebalanceSpec, Rebalancer, load_spec, optimize
+from . import derive  # noqa: E402,F401  (Derive's margin component registers itself)
 
 __version__ = "0.1.0"
 
@@ -16,7 +18,8 @@ __all__ = [
     "ExpiredInstrument", "Infeasible", "InputError", "Instrument", "InvalidValue", "Kind",
     "MalformedInstrumentName", "MarginModel", "MarginResult", "MarginoptError", "MarketSnapshot",
     "MissingMarketData", "ModelError", "OptimizationError", "Portfolio", "Settlement",
-    "SolverFailed", "SpecError", "Unbounded", "UnknownInstrument", "UnsupportedCurrency", "VerificationFailed",
+    "SolverFailed", "SpecError", "Unbounded", "UnknownInstrument", "UnsupportedCurrency", "UnsupportedInstrument",
+    "VerificationFailed",
     "available_models", "load_market", "load_model", "load_portfolio", "margin", "model_names",
     "parse_instrument", "Proposal", "RebalanceSpec", "Rebalancer", "load_spec", "optimize",
 ]

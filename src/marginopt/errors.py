@@ -64,8 +64,13 @@ class InvalidValue(InputError):
     """A number that is NaN, infinite, negative where it must not be, or not a number."""
 
 
-class UnsupportedCurrency(InputError):
-    """A position in a currency the margin model has no parameters for."""
+class UnsupportedInstrument(InputError):
+    """An instrument the margin model cannot margin: its kind, settlement or underlying is outside
+    what the model covers, or the model's own data (a scenario matrix) has no entry for it."""
+
+
+class UnsupportedCurrency(UnsupportedInstrument):
+    """A position in a currency (underlying or settlement) the margin model has no parameters for."""
 
 
 class ModelError(InputError):
@@ -74,6 +79,11 @@ class ModelError(InputError):
 
 class SpecError(InputError):
     """A rebalance spec that does not validate."""
+
+
+class OutputError(InputError):
+    """A place to write results that cannot be written: a file where a folder belongs, a folder
+    without write permission, a full disk. Named with the path; nothing is half written."""
 
 
 class OptimizationError(MarginoptError):
@@ -131,3 +141,18 @@ class VerificationFailed(OptimizationError):
         if self.attempts:
             message += " Tried: " + "; ".join(f"{s}: {why}" for s, why in self.attempts) + "."
         super().__init__(message)
+
+
+class AccountFailed(MarginoptError):
+    """A batch account whose optimisation did not come back. Never raised out of a run: it is the
+    ``error_class`` of that account's summary row, and the run goes on with the other accounts."""
+
+
+class AccountCrashed(AccountFailed):
+    """The process optimising the account died (a native crash in a solver or library, out of
+    memory); the next run tries the account again."""
+
+
+class AccountTimedOut(AccountFailed):
+    """The account's optimisation ran past the job's ``account_time_limit_s`` and was stopped;
+    the next run tries it again."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
 
@@ -82,6 +83,35 @@ class Instrument:
 def _expiry_label(expiry: datetime) -> str:
     # cached: binding a model labels every instrument, and strftime dominated that loop
     return f"{expiry.day}{_MONTH_NAMES[expiry.month - 1]}{expiry:%y}"
+
+
+def expiry_label(expiry: datetime) -> str:
+    """An expiry as Deribit writes it in a name: ``27DEC24`` (the month table is this module's)."""
+    return _expiry_label(expiry)
+
+
+def strike_text(strike: float) -> str:
+    """A strike as Deribit writes it in a name: no trailing zeros, ``d`` as the decimal point
+    (``60000``, ``0d625``)."""
+    text = format(Decimal(repr(float(strike))), "f")  # the shortest text that reads back exactly
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text.replace(".", "d")
+
+
+def instrument_name(underlying: str, expiry: datetime | None = None, strike: float | None = None,
+                    is_call: bool | None = None, *, settlement: Settlement = Settlement.INVERSE) -> str:
+    """The Deribit name of a contract, the inverse of ``parse_instrument``: a perpetual without
+    ``expiry``, a future without ``strike``, an option with ``strike`` and ``is_call``; a
+    USDC-settled contract with ``settlement=Settlement.LINEAR`` (``BTC_USDC-PERPETUAL``)."""
+    base = underlying.strip().upper() + ("_USDC" if settlement is Settlement.LINEAR else "")
+    if expiry is None:
+        return f"{base}-PERPETUAL"
+    if strike is None:
+        return f"{base}-{_expiry_label(expiry)}"
+    if is_call is None:
+        raise ValueError("an option name needs is_call")
+    return f"{base}-{_expiry_label(expiry)}-{strike_text(strike)}-{'C' if is_call else 'P'}"
 
 
 @lru_cache(maxsize=65536)

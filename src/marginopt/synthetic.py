@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .instruments import parse_instrument
+from .instruments import Settlement, instrument_name, parse_instrument
 from .market import MarketSnapshot
 from .portfolio import Portfolio
 from .pricing import SECONDS_PER_YEAR, black76_price
@@ -41,10 +41,6 @@ def _fridays(start: datetime, count_weekly: int = 3) -> list[datetime]:
     return sorted(set(weekly + monthly + quarterly))
 
 
-def _label(d: datetime) -> str:
-    return f"{d.day}{d.strftime('%b').upper()}{d:%y}"
-
-
 def make_market(
     valuation_time: datetime = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc),
     underlyings: Iterable[str] = ("BTC", "ETH"),
@@ -61,19 +57,18 @@ def make_market(
         s = p["index"]
         index_prices[u] = s
         perp_spread = s * 0.00005
-        rows.append(dict(instrument_name=f"{u}-PERPETUAL", mark_price=s, underlying_price=s,
+        rows.append(dict(instrument_name=instrument_name(u), mark_price=s, underlying_price=s,
                          bid_price=round(s - perp_spread, 2), ask_price=round(s + perp_spread, 2),
                          open_interest=float(rng.uniform(2e8, 9e8)), volume=float(rng.uniform(1e8, 5e8))))
-        rows.append(dict(instrument_name=f"{u}_USDC-PERPETUAL", mark_price=s, underlying_price=s,
+        rows.append(dict(instrument_name=instrument_name(u, settlement=Settlement.LINEAR), mark_price=s, underlying_price=s,
                          bid_price=round(s - 2 * perp_spread, 2), ask_price=round(s + 2 * perp_spread, 2),
                          open_interest=float(rng.uniform(1e3, 5e3)), volume=float(rng.uniform(1e3, 1e4))))
         for exp in expiries:
             t = (exp - valuation_time).total_seconds() / SECONDS_PER_YEAR
             fwd = round(s * np.exp(p["basis"] * t), 2)
-            lab = _label(exp)
             if (exp + timedelta(days=7)).month != exp.month:  # futures list at month ends
                 half = fwd * (0.0001 + 0.0002 * t)
-                rows.append(dict(instrument_name=f"{u}-{lab}", mark_price=fwd, underlying_price=fwd,
+                rows.append(dict(instrument_name=instrument_name(u, exp), mark_price=fwd, underlying_price=fwd,
                                  bid_price=round(fwd - half, 2), ask_price=round(fwd + half, 2),
                                  open_interest=float(rng.uniform(5e7, 3e8)), volume=float(rng.uniform(1e7, 1e8))))
             width = p["atm_vol"] * np.sqrt(max(t, 1 / 365)) * 2.2
@@ -93,7 +88,7 @@ def make_market(
                 oi = np.round(rng.uniform(50, 800, strikes.size) * np.exp(-0.5 * m**2) * (1 if u == "BTC" else 12), 1)
                 for k, c, v, h, o in zip(strikes, coin, vol, half, oi):
                     rows.append(dict(
-                        instrument_name=f"{u}-{lab}-{int(k)}-{'C' if is_call else 'P'}",
+                        instrument_name=instrument_name(u, exp, int(k), is_call),
                         mark_price=float(round(c, 8)), mark_iv=float(round(100 * v, 2)),
                         underlying_price=fwd,
                         bid_price=float(round(max(c - h, 0.0), 4)) if c - h > 0.0001 else None,
@@ -155,7 +150,7 @@ def make_book(market: MarketSnapshot, n_structures: int = 14, seed: int = 11) ->
                 add(otm_c[0].name, -size)
                 add(otm_c[1].name, size)
     for u in underlyings:  # hedges: perpetual and the nearest month-end future
-        add(f"{u}-PERPETUAL", round(float(rng.normal(0, 3 * _UNDERLYINGS[u]["lot"] * 10)), 3))
+        add(instrument_name(u), round(float(rng.normal(0, 3 * _UNDERLYINGS[u]["lot"] * 10)), 3))
         futs = [n for n in names if n.startswith(f"{u}-") and parse_instrument(n).kind.value == "future"]
         if futs:
             add(futs[0], round(float(rng.normal(0, 2 * _UNDERLYINGS[u]["lot"] * 10)), 3))

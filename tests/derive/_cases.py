@@ -1,7 +1,12 @@
 """The golden-case folder and the exchange's tolerance, shared by the Derive tests.
 
-The folder is globbed at collection time (new case files are picked up without code changes);
-``MARGINOPT_DERIVE_CASES`` points elsewhere.
+The cases are the exchange's own (``derivexyz/v2-core``, Business Source License 1.1), so they
+are not in this repository. The folder is, in order: ``MARGINOPT_DERIVE_CASES``; ``../shared/
+data/derive-pm2`` beside the checkout; ``tests/data/derive-pm2``, where ``python
+scripts/fetch_derive_cases.py`` downloads them at a pinned commit. Without any, the tests that
+need them skip saying so, unless ``MARGINOPT_REQUIRE_DERIVE_CASES=1`` (CI sets it: there they
+must run). The folder is globbed at collection time (new case files are picked up without code
+changes).
 """
 
 from __future__ import annotations
@@ -10,15 +15,47 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-CASES_DIR = Path(
-    os.environ.get("MARGINOPT_DERIVE_CASES")
-    or Path(__file__).resolve().parents[2].parent / "shared/data/derive-pm2"
-)
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared/data/derive-pm2"
+DOWNLOADED = REPO / "tests/data/derive-pm2"
+
+
+def _cases_dir() -> Path:
+    if os.environ.get("MARGINOPT_DERIVE_CASES"):
+        return Path(os.environ["MARGINOPT_DERIVE_CASES"])
+    return next((d for d in (SHARED, DOWNLOADED) if d.is_dir() and any(d.glob("*.json"))), SHARED)
+
+
+CASES_DIR = _cases_dir()
 CASE_FILES = sorted(CASES_DIR.glob("*.json")) if CASES_DIR.is_dir() else []
 IDS = [p.stem for p in CASE_FILES]
+REQUIRED = os.environ.get("MARGINOPT_REQUIRE_DERIVE_CASES", "") not in ("", "0")
+SKIP_REASON = ("Derive's golden cases are not here: `python scripts/fetch_derive_cases.py` downloads "
+               "them (or set MARGINOPT_DERIVE_CASES to their folder)")
+#: ``@pytest.mark.parametrize("path", CASE_PARAMS)``: one test per case, or one skip saying why
+CASE_PARAMS = [pytest.param(p, id=p.stem) for p in CASE_FILES] or [
+    pytest.param(None, id="no-golden-cases", marks=pytest.mark.skip(reason=SKIP_REASON))]
 #: the exchange's own tolerance: 1e-8 relative, 1e-8 absolute where the expected value is near 0
 REL = ABS = 1e-8
+
+
+def require_cases() -> None:
+    """Skip (or, where the cases are required, fail) when the folder holds no case."""
+    if not CASE_FILES:
+        if REQUIRED:
+            pytest.fail(f"no golden cases under {CASES_DIR} and MARGINOPT_REQUIRE_DERIVE_CASES is set")
+        pytest.skip(SKIP_REASON)
+
+
+def case_path(stem: str) -> Path:
+    """One named case; skips like ``require_cases`` when it is not here."""
+    path = CASES_DIR / f"{stem}.json"
+    if not path.exists():
+        require_cases()
+        pytest.fail(f"golden case {stem} is missing from {CASES_DIR}")
+    return path
 
 
 def close(actual, expected) -> bool:

@@ -27,11 +27,11 @@ from marginopt.derive import (
     to_marginopt,
 )
 from marginopt.derive._params import build_params, params_to_block
-from marginopt.errors import UnsupportedCurrency
+from marginopt.errors import MissingMarketData, UnsupportedInstrument
 from marginopt.instruments import parse_instrument
 from marginopt.margin import BoundModel
 
-from ._cases import CASE_FILES, CASES_DIR, IDS, close
+from ._cases import CASE_FILES, CASE_PARAMS, CASES_DIR, case_path, close, require_cases
 
 
 @lru_cache(maxsize=None)
@@ -44,13 +44,6 @@ def components(bound: BoundModel) -> tuple[DerivePM2Margin, DerivePM2Margin]:
     (pool,) = bound.pools
     (im,), (mm,) = pool.initial, pool.maintenance
     return im, mm
-
-
-def case_path(stem: str) -> Path:
-    path = CASES_DIR / f"{stem}.json"
-    if not path.exists():
-        pytest.skip(f"golden case {stem} not available")
-    return path
 
 
 # --------------------------------------------------------------------------- the model file
@@ -72,10 +65,11 @@ def test_shipped_model_loads_and_is_listed():
 
 # --------------------------------------------------------------------------- golden cases
 def test_case_folder_is_populated():
+    require_cases()
     assert CASE_FILES, f"no golden cases under {CASES_DIR} (set MARGINOPT_DERIVE_CASES)"
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_engine_margin_matches_the_exchange(path):
     case, book, market, model = book_of(path)
     r = case.expected.raw
@@ -97,7 +91,7 @@ def test_engine_margin_matches_the_exchange(path):
         (r.get("worst_all_scenarios") == "fwd_contingency")
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_instruments_and_snapshot(path):
     case, book, market, model = book_of(path)
     if case.valuation_time is not None:
@@ -119,7 +113,7 @@ def test_instruments_and_snapshot(path):
     assert market.index_prices[und] == case.spot
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_linearize_is_exact_and_its_gradient_is_the_slope(path):
     case, book, market, model = book_of(path)
     x = book.quantities
@@ -177,9 +171,10 @@ def test_instruments_pm2_cannot_margin_are_refused():
     extra = [{**rows[0], "instrument_name": n} for n in (other_expiry, inverse)]
     snap = marginopt.MarketSnapshot.from_rows(rows + extra, valuation_time=market.valuation_time,
                                               index_prices=market.index_prices)
-    for name in (other_expiry, inverse):
-        with pytest.raises(UnsupportedCurrency):
+    for name, error in ((other_expiry, MissingMarketData), (inverse, UnsupportedInstrument)):
+        with pytest.raises(error) as err:
             model.bind([*book.instruments, parse_instrument(name)], snap)
+        assert err.value.row == name
     # as candidates, the rebalancer leaves them out and says why
     p = marginopt.optimize(book, snap, model, spec={"universe": "listed", "costs": {"spread": False},
                                                     "trade_bounds": {"max_quantity": 1.0}})

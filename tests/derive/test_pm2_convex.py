@@ -26,7 +26,8 @@ from marginopt.derive._convex import (
     cvx_worst_loss,
 )
 
-from .test_pm2_golden import CASE_FILES, IDS, evaluated
+from ._cases import CASE_PARAMS, case_path
+from .test_pm2_golden import evaluated
 
 
 def _pairs(arrays):
@@ -65,7 +66,7 @@ def test_every_convex_term_has_a_builder():
     assert covered == {t for t, convex in CONVEXITY.items() if convex}
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_cvxpy_terms_match_numpy_at_x0(path):
     _, arrays, _, _ = evaluated(path)
     x = cp.Variable(arrays.n_columns)
@@ -85,7 +86,7 @@ def test_cvxpy_terms_match_numpy_at_x0(path):
 def test_worst_regular_loss_is_minimised_by_an_lp():
     """The convex form is usable: minimise the regular-scenario loss over the option amounts of
     a golden account within +/- 1 contract of the current book; never worse than x0."""
-    path = next(p for p in CASE_FILES if "general_random_3" in p.stem)
+    path = case_path("test_63_general_random_3")
     _, arrays, _, _ = evaluated(path)
     t = cp.Variable(arrays.n_columns)
     x = arrays.x0 + t

@@ -1,4 +1,4 @@
-"""Derive PM2 against every golden case the exchange published (shared/data/derive-pm2/).
+"""Derive PM2 against every golden case the exchange published (see tests/derive/_cases.py).
 
 Every regular, tail and skew scenario P&L, OptionMTM, every contingency in ``Result``, MM and IM
 must agree to 1e-8 relative (1e-8 absolute where the expected value is within 1e-8 of zero).
@@ -23,7 +23,7 @@ from marginopt.derive import (
     skew_vol_multiplier,
 )
 
-from ._cases import CASE_FILES, CASES_DIR, IDS, close
+from ._cases import CASE_FILES, CASE_PARAMS, CASES_DIR, close, require_cases
 
 
 def check(actual, expected, what: str) -> None:
@@ -40,10 +40,11 @@ def evaluated(path: Path):
 
 
 def test_case_folder_is_populated():
+    require_cases()
     assert CASE_FILES, f"no golden cases under {CASES_DIR} (set MARGINOPT_DERIVE_CASES)"
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_scenario_losses(path):
     case, arrays, _, _ = evaluated(path)
     exp = case.expected
@@ -55,7 +56,7 @@ def test_scenario_losses(path):
     assert tuple(np.asarray(arrays.labels)[kinds == "skew"]) == exp.skew_names
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_worst_losses_per_kind(path):
     case, _, mm, _ = evaluated(path)
     r = case.expected.raw
@@ -66,7 +67,7 @@ def test_worst_losses_per_kind(path):
             check(-got, float(r[key]), key)
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_marks_and_contingencies(path):
     case, _, mm, im = evaluated(path)
     r = case.expected.raw
@@ -94,14 +95,14 @@ def test_marks_and_contingencies(path):
         check(got, float(r[key]), key)
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_maintenance_and_initial_margin(path):
     case, _, mm, im = evaluated(path)
     check(mm.margin, case.expected.scalar("MM"), "MM")
     check(im.margin, case.expected.scalar("IM"), "IM")
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_per_expiry_and_per_option_diagnostics(path):
     """Intermediate figures the exchange also prints: static discounts, vol-shock multipliers and
     shocked vols, per-expiry marks, and each option's mark vol, discount and skew multipliers."""
@@ -147,7 +148,7 @@ def test_per_expiry_and_per_option_diagnostics(path):
     check(ab, np.maximum(field("abs_multiplier"), 0.0), "abs_multiplier")
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=IDS)
+@pytest.mark.parametrize("path", CASE_PARAMS)
 def test_linearised_matrix_reproduces_pnl_at_x0(path):
     _, arrays, _, _ = evaluated(path)
     pnl = scenario_pnl(None, arrays)

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 import marginopt
-from marginopt import ModelError, Portfolio, UnsupportedCurrency, load_model, parse_instrument
+from marginopt import (ModelError, Portfolio, UnsupportedInstrument, load_model,
+                       parse_instrument)
 from marginopt.margin._components import (AbsExposure, CalendarSpreadCharge, ExpectedShortfall,
                                           FactorRisk, RiskMatrix, ShortCharge, SizeCharge)
 from marginopt.pricing import black76
@@ -303,7 +304,7 @@ def test_scenario_matrix_errors(tmp_path, market):
     with pytest.raises(ModelError, match="scenario_matrix"):
         marginopt.margin(Portfolio({"BTC-PERPETUAL": 1.0}), market, "scenario-max")
     path = scenario_csv(tmp_path, NAMES3[:2], np.ones((3, 2)))
-    with pytest.raises(UnsupportedCurrency) as err:
+    with pytest.raises(UnsupportedInstrument) as err:
         marginopt.margin(Portfolio({"BTC-PERPETUAL": 1.0, NAMES3[2]: 1.0}), market,
                          load_model("scenario-max", scenario_matrix=path))
     assert err.value.row == NAMES3[2]

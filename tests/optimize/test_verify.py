@@ -135,13 +135,13 @@ def test_proposals_carry_what_verified_them(sample):
 
 # --------------------------------------------------------------------------- claims
 class _Liar:
-    """Make one solver answer with a given status (and no values), the others unchanged."""
+    """Make one solver (or every one: ``"*"``) answer with a given status and no values."""
 
     def __init__(self, monkeypatch, name: str, status: str) -> None:
         real = cp.Problem.solve
 
         def fake(problem, *args, solver=None, **kwargs):
-            if solver == name:
+            if solver == name or name == "*":
                 problem._status = status
                 problem._value = np.inf if status == cp.INFEASIBLE else -np.inf
                 return problem._value
@@ -162,8 +162,8 @@ def test_false_infeasible_claim_is_not_believed(sample, monkeypatch):
 
 def test_infeasible_claim_refuted_by_trading_nothing(sample, monkeypatch):
     book, market, spec = sample
-    _Liar(monkeypatch, "HIGHS", cp.INFEASIBLE)
-    p = mo.optimize(book, market, "deribit-pm", spec, solver="HIGHS")
+    _Liar(monkeypatch, "*", cp.INFEASIBLE)  # every solver: nothing to fall back to
+    p = mo.optimize(book, market, "deribit-pm", spec)
     assert p.status == "no_trade" and not p.trades
     assert any("not believed" in n for n in p.notes)
 
@@ -268,3 +268,12 @@ def test_time_limited_search_reports_its_gap(sample):
     assert_sound(p)
     assert "already at the lowest margin" not in p.reason
     assert any("time limit" in n for n in p.notes)
+
+
+def test_named_solver_that_fails_falls_back_to_the_chain(sample, monkeypatch):
+    book, market, spec = sample
+    _Liar(monkeypatch, "CLARABEL", cp.UNBOUNDED)
+    p = mo.optimize(book, market, "deribit-pm", spec, solver="CLARABEL")
+    assert_sound(p)
+    assert p.solver == "HIGHS"
+    assert any("the solver asked for" in n for n in p.notes)

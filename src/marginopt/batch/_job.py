@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .._io import describe, parse_json, read_yaml, validation_message
 from ..errors import InputError
+from ..optimize._spec import check_solver
 
 #: an account name becomes a folder name: letters, digits, '.', '_', '-', not starting with '.'
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -50,8 +51,17 @@ class BatchJob(BaseModel):
     solver: str | None = None
     #: accounts per Dask task (default: enough tasks for about four per worker, at most 25 each)
     chunk_size: int | None = Field(None, ge=1)
+    #: one account's optimisation is stopped after this many seconds and reported as an error
+    #: (in-process runs; the run goes on with the next account)
+    account_time_limit_s: float = Field(600.0, gt=0, allow_inf_nan=False)
     #: the folder the relative paths are resolved against (the job file's folder)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("solver", mode="after")
+    @classmethod
+    def _known_solver(cls, v: str | None) -> str | None:
+        check_solver(v)
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> "BatchJob":

@@ -30,6 +30,7 @@ from ..margin import load_model
 from ..optimize import RebalanceSpec, load_spec
 from ..reports import atomic_write_bytes, atomic_write_text
 from ._job import Account, BatchJob, load_job, parse_overrides, resolve_accounts
+from ._isolate import IsolatedRunner, failure_record
 from ._worker import MarketRef, Task, market_from_bytes, run_account, run_chunk
 
 log = logging.getLogger("marginopt.batch")
@@ -374,8 +375,7 @@ def run_batch(job: BatchJob | str | Path | Mapping[str, Any], workers: int | Non
         compute = [0.0]
         if tasks and workers is None and scheduler is None:
             t0 = time.perf_counter()
-            for task in tasks:
-                store(run_account(task, market, model, model_key, job.solver, job.reports))
+            _run_isolated(tasks, market, model, model_key, job, store, lock)
             compute[0] = time.perf_counter() - t0
         elif tasks:
             compute[0] = _run_dask(tasks, market, model, model_key, job, workers, scheduler, store,
@@ -398,6 +398,43 @@ def run_batch(job: BatchJob | str | Path | Mapping[str, Any], workers: int | Non
     finally:
         runlog.close()
         lock.close()
+
+
+def _dask_failure(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _dask_error_record(task: Task, exc: BaseException) -> dict[str, Any]:
+    """The record of an account whose own Dask task failed (its worker died, or the task was
+    lost), in plain words. Not final: the next run tries it again."""
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        return failure_record(
+            task, f"{task.source}: the Dask worker optimising this account died (a crash inside a "
+                  "solver or a native library, or out of memory); the other accounts were not "
+                  "affected and the next run tries this one again", "AccountCrashed", 0.0)
+    return failure_record(
+        task, f"{task.source}: the Dask task optimising this account failed ({_dask_failure(exc)}); "
+              "the other accounts were not affected and the next run tries this one again",
+        "AccountFailed", 0.0)
+
+
+def _run_isolated(tasks: list[Task], market: MarketRef, model, model_key: str, job: BatchJob,
+                  store, lock) -> None:
+    """In-process: each account in a child process (see ``_isolate``), so a native crash or a
+    time-out is that account's error; directly when this process may not start children."""
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:   # e.g. run_batch called inside a Dask worker
+        for task in tasks:
+            store(run_account(task, market, model, model_key, job.solver, job.reports))
+        return
+    with IsolatedRunner(market, model, model_key, job.solver, job.reports,
+                        job.account_time_limit_s, close_fds=(lock.fileno(),)) as runner:
+        for task in tasks:
+            store(runner.run(task))
 
 
 def _lock(out: Path):
@@ -434,8 +471,12 @@ def _run_dask(tasks: list[Task], market: MarketRef, model, model_key: str, job: 
     if scheduler is not None:
         client = Client(scheduler, timeout="30s")
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
+        import dask
+        # a task whose worker dies is not retried on the next worker: its chunk is re-run one
+        # account per task instead (below), so a crashing account takes no other down with it
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster)
     try:
         n = len(client.scheduler_info(n_workers=-1)["workers"]) or (workers or 1)
@@ -445,18 +486,28 @@ def _run_dask(tasks: list[Task], market: MarketRef, model, model_key: str, job: 
         t0 = time.perf_counter()
         market_f = client.scatter(market, broadcast=True, hash=False)
         model_f = client.scatter(model, broadcast=True, hash=False)
-        futures = {client.submit(run_chunk, chunk, market_f, model_f, model_key, job.solver,
-                                 job.reports, pure=False): chunk for chunk in chunks}
-        for fut in as_completed(futures):
+
+        def submit(chunk: list[Task]):
+            return client.submit(run_chunk, chunk, market_f, model_f, model_key, job.solver,
+                                 job.reports, pure=False)
+
+        futures = {submit(chunk): chunk for chunk in chunks}
+        pending = as_completed(list(futures))
+        for fut in pending:
             chunk = futures.pop(fut)
             try:
                 results = fut.result()
             except Exception as exc:  # noqa: BLE001 - a lost worker fails its chunk, not the run
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                results = [{"record": {"account": t.account, "input_hash": t.input_hash,
-                                       "status": "error", "error": msg,
-                                       "error_class": type(exc).__name__, "final": False},
-                            "files": {}} for t in chunk]
+                fut.release()
+                if len(chunk) > 1:   # find the account at fault: each of the chunk on its own
+                    runlog(f"a Dask task of {len(chunk)} accounts failed ({_dask_failure(exc)}); "
+                           "running them one per task", logging.WARNING)
+                    for task in chunk:
+                        f = submit([task])
+                        futures[f] = [task]
+                        pending.add(f)
+                    continue
+                results = [_dask_error_record(chunk[0], exc)]
             for r in results:
                 store(r)
             fut.release()

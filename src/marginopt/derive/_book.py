@@ -28,24 +28,16 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from marginopt.derive._case import DeriveCase, load_case
 from marginopt.derive._params import DeriveCaseError, params_to_block
 from marginopt.derive._pm2 import build_risk_arrays
-from marginopt.instruments import parse_instrument
+from marginopt.instruments import Settlement, instrument_name, parse_instrument
 
 #: valuation time used for a case that holds no options and gives none (margin does not depend
 #: on it then): the one every golden case with option timestamps shares
 DEFAULT_VALUATION_TIME = datetime(2025, 2, 19, 3, 12, 28, tzinfo=timezone.utc)
-
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-
-
-def _strike_text(k: float) -> str:
-    return np.format_float_positional(float(k), trim="-").replace(".", "d")
-
 
 def _infer_underlying(case: DeriveCase) -> str:
     return "BTC" if case.spot >= 10_000.0 else "ETH"
@@ -75,8 +67,7 @@ def option_names(case: DeriveCase, underlying: str, now: datetime) -> list[str]:
             raise DeriveCaseError(f"expires at {expiry:%Y-%m-%d %H:%M:%S} UTC; marginopt's "
                                   "instrument names expire at 08:00 UTC", source=case.name,
                                   field=f"Scenario.Options[{i}].Expiry", value=sec)
-        name = (f"{underlying}_USDC-{expiry.day}{_MONTHS[expiry.month - 1]}{expiry:%y}-"
-                f"{_strike_text(k)}-{'C' if call else 'P'}")
+        name = instrument_name(underlying, expiry, float(k), bool(call), settlement=Settlement.LINEAR)
         inst = parse_instrument(name)
         if inst.expiry != expiry or inst.strike != float(k):
             raise DeriveCaseError(f"option does not round-trip through the name {name}",
@@ -149,7 +140,7 @@ def to_marginopt(case: DeriveCase, *, underlying: str | None = None,
             "mark_iv": 100.0 * float(arrays.option_vol[i]),
             "underlying_price": float(arrays.option_forward[i]),
         })
-    perp = f"{und}_USDC-PERPETUAL"
+    perp = instrument_name(und, settlement=Settlement.LINEAR)
     price = _perp_price(case)
     rows[perp] = {"instrument_name": perp, "mark_price": price, "underlying_price": price}
     if case.perp_position != 0.0 or not positions:

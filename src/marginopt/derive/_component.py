@@ -6,8 +6,9 @@ funding: held at these values) and, optionally, the account's market (spot, perp
 prices and confidences, one SVI feed per expiry). ``bind`` maps the pool's instruments by name
 onto PM2 position columns: USDC options of ``underlying`` (``ETH_USDC-28FEB25-3000-C``) whose
 expiry has a feed, and the USDC perpetual (``ETH_USDC-PERPETUAL``). Anything else cannot be
-margined by PM2 and is refused with ``UnsupportedCurrency`` (the rebalancer then leaves such a
-candidate out, naming the reason).
+margined by PM2 and is refused with ``UnsupportedInstrument`` (an expiry without a feed with
+``MissingMarketData``, an expired option with ``ExpiredInstrument``); the rebalancer then leaves
+such a candidate out, naming the reason.
 
 What the component's value is
 -----------------------------
@@ -51,9 +52,9 @@ from marginopt.derive._pm2 import (
     requirement_gradient,
     scenario_pnl,
 )
-from marginopt.errors import UnsupportedCurrency
+from marginopt.errors import ExpiredInstrument, MissingMarketData, UnsupportedInstrument
 from marginopt.instruments import Instrument, Kind, Settlement
-from marginopt.margin._components import BoundComponent, PoolContext, Term, _Spec
+from marginopt.margin._base import BoundComponent, ComponentSpec, PoolContext, Term, register
 
 _CFG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -64,6 +65,7 @@ class DerivePM2Margin(BoundComponent):
     account's other columns at ``base``. ``columns[j]`` is pool instrument j's PM2 column."""
 
     convex = False
+    cone = "linear"  # its tangent: the optimizer linearises it
 
     def __init__(self, name: str, which: str, arrays: DeriveRiskArrays, columns: np.ndarray,
                  base: np.ndarray, instruments: tuple[str, ...]) -> None:
@@ -192,7 +194,8 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
-class DerivePM2Spec(_Spec):
+@register
+class DerivePM2Spec(ComponentSpec):
     """Derive PM2 portfolio margin of one subaccount (one underlying), ``which`` = initial or
     maintenance; see ``marginopt.derive._component``."""
 
@@ -261,7 +264,7 @@ class DerivePM2Spec(_Spec):
             else:
                 why = f"Derive PM2 has no {inst.kind.value} positions (options and the perpetual)"
             if why is not None:
-                raise UnsupportedCurrency(why, row=inst.name, field="instrument")
+                raise UnsupportedInstrument(why, row=inst.name, field="instrument")
         seconds = [self._seconds(insts[j], now) for j in options]
         case = self._case(ctx, underlying, options, seconds, perp)
         arrays = build_risk_arrays(case)
@@ -278,9 +281,9 @@ class DerivePM2Spec(_Spec):
     def _seconds(inst: Instrument, now: datetime) -> int:
         sec = (inst.expiry - now).total_seconds()
         if sec <= 0:
-            raise UnsupportedCurrency(f"expired at {inst.expiry:%Y-%m-%d %H:%M} UTC, before the "
-                                      f"account's valuation time {now:%Y-%m-%d %H:%M:%S} UTC",
-                                      row=inst.name, field="expiry")
+            raise ExpiredInstrument(f"expired at {inst.expiry:%Y-%m-%d %H:%M} UTC, before the "
+                                    f"account's valuation time {now:%Y-%m-%d %H:%M:%S} UTC",
+                                    row=inst.name, field="expiry")
         return int(round(sec))
 
     def _case(self, ctx: PoolContext, underlying: str, options: list[int], seconds: list[int],
@@ -294,11 +297,11 @@ class DerivePM2Spec(_Spec):
             known = set(case.feed_expiry.tolist())
             for j, sec in zip(options, seconds):
                 if sec not in known:
-                    raise UnsupportedCurrency("the Derive account's market has no option feed for "
-                                              "this expiry", row=insts[j].name, field="expiry")
+                    raise MissingMarketData("the Derive account's market has no option feed for "
+                                            "this expiry", row=insts[j].name, field="expiry")
             if perp is not None and not case.perp_price > 0:
-                raise UnsupportedCurrency("the Derive account's market has no perp price",
-                                          row=insts[perp].name, field="PerpPrice")
+                raise MissingMarketData("the Derive account's market has no perp price",
+                                        row=insts[perp].name, field="PerpPrice")
             vol = None
         else:
             case, vol = self._snapshot_case(ctx, underlying, options, expiry, perp)
@@ -313,8 +316,8 @@ class DerivePM2Spec(_Spec):
         if index is None and not options and perp is None:
             index = 1.0  # no position is valued at spot: any price gives the same requirement
         if index is None:
-            raise UnsupportedCurrency(f"no index price for {underlying}", row=underlying,
-                                      field="index_prices")
+            raise MissingMarketData(f"no index price for {underlying}", row=underlying,
+                                    field="index_prices")
         feeds: dict[int, dict[str, Any]] = {}
         for j, sec in zip(options, expiry.tolist()):
             if sec in feeds:

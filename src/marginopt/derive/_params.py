@@ -127,8 +127,9 @@ class GridParams:
 
 
 @dataclass(frozen=True, slots=True)
-class ScenarioGrid:
-    """The scenario list, one entry per scenario, in the exchange's order."""
+class DeriveScenarios:
+    """PM2's scenario list, one entry per scenario, in the exchange's order (the engine's own
+    grid of price and vol moves is ``marginopt.scenarios.ScenarioGrid``)."""
 
     spot_shock: FloatArray
     vol_direction: tuple[str, ...]
@@ -144,7 +145,7 @@ class ScenarioGrid:
 class DeriveParams:
     """Every rule parameter of the PM2 model."""
 
-    scenarios: ScenarioGrid
+    scenarios: DeriveScenarios
     vol_shock: VolShockParams
     skew_shock: SkewShockParams
     margin: MarginParams
@@ -351,7 +352,7 @@ def build_params(block: Mapping[str, Any], source: str | None = None) -> DeriveP
                                   value=s.DampeningFactor)
         kinds.append(kind)
         labels.append(_scenario_label(kind, s.SpotShock, s.VolShockDirection))
-    grid = ScenarioGrid(
+    grid = DeriveScenarios(
         spot_shock=np.array([s.SpotShock for s in scen], dtype=float),
         vol_direction=tuple(s.VolShockDirection for s in scen),
         dampening=np.array([s.DampeningFactor for s in scen], dtype=float),

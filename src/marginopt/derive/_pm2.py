@@ -1,7 +1,7 @@
 """Derive PM2 portfolio margin, vectorised, as per-unit arrays evaluable at any position vector.
 
-Reproduces the exchange's published golden cases (shared/data/derive-pm2/, every scenario P&L,
-contingency, MM and IM to 1e-8 relative). Method: docs.derive.xyz (PM2) and the public
+Reproduces the exchange's published golden cases (docs/margin-methods.md section 2; every
+scenario P&L, contingency, MM and IM to 1e-8 relative). Method: docs.derive.xyz (PM2) and the public
 derivexyz/v2-core contracts (PMRMLib_2 / PMRM_2); where those and the case files disagree the case
 files win (listed below).
 

@@ -1,100 +1,20 @@
-"""Margin components: one rule each, evaluated in numpy and compiled to cvxpy from the same arrays.
-
-A component *spec* (pydantic, from the model YAML) is bound to a margin pool (its instruments and
-the market) to give a ``BoundComponent``. The bound component exposes its market-dependent data as
-named arrays (``values``); the calculator evaluates the rule on them in numpy and the optimizer
-turns the same arrays into cvxpy Parameters, so a new snapshot only updates Parameter values.
-Every rule is positively homogeneous in its arrays, so scaling them by the pool's USD rate gives
-the margin in USD (that is how the optimizer sums pools without breaking DPP).
-"""
+"""The built-in margin components: one rule each, evaluated in numpy and compiled to cvxpy from
+the same arrays (the interface and the registry are in ``marginopt.margin._base``). Each spec
+registers itself with ``@register``; a model file names it by its ``type``."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Any, Literal, Union
 
 import cvxpy as cp
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from .._io import read_matrix
-from ..errors import ModelError, UnsupportedCurrency
-from ..instruments import Instrument, Settlement
-from ..market import MarketSnapshot, PricingInputs
+from ..errors import ModelError, UnsupportedCurrency, UnsupportedInstrument
 from ..scenarios import ScenarioGrid, VolShock, delta_in_margin_currency, revalue
-
-
-# --------------------------------------------------------------------------- binding context
-@dataclass(frozen=True)
-class PoolContext:
-    """What a component needs to bind: the pool's instruments and the market."""
-
-    pool: str
-    underlying: str
-    settlement: Settlement | None  # None for a single USD pool spanning every underlying
-    instruments: tuple[Instrument, ...]
-    inputs: PricingInputs
-    market: MarketSnapshot
-    model_dir: Path | None = None
-
-    @property
-    def currency(self) -> str:
-        return self.underlying if self.settlement is Settlement.INVERSE else "USD"
-
-    @property
-    def usd_rate(self) -> float:
-        """USD per unit of the pool's margin currency."""
-        return float(self.market.index_prices[self.underlying]) if self.settlement is Settlement.INVERSE else 1.0
-
-    @property
-    def settlement_key(self) -> str:
-        return "inverse" if self.settlement is Settlement.INVERSE else "linear"
-
-
-# --------------------------------------------------------------------------- bound components
-@dataclass(frozen=True)
-class Term:
-    """A component's cvxpy form: the expression plus any constraints that define it."""
-
-    expression: cp.Expression
-    constraints: list[cp.Constraint] = field(default_factory=list)
-
-
-class BoundComponent(ABC):
-    """A rule bound to one pool; ``values`` are its market-dependent arrays."""
-
-    name: str
-    convex: ClassVar[bool] = True
-    #: value names that can be negative (all others become nonneg Parameters)
-    signed_values: ClassVar[frozenset[str]] = frozenset()
-
-    @abstractmethod
-    def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
-        """Arrays the rule is made of, scaled so the rule's value scales by ``scale``."""
-
-    @abstractmethod
-    def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
-        """The rule's value at pool positions ``x`` (numpy)."""
-
-    @abstractmethod
-    def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
-        """The same rule as a cvxpy expression of pool positions ``x`` (convex components only)."""
-
-    def details(self, x: np.ndarray) -> dict[str, Any]:
-        """Extra facts for reports (worst scenario, scenario P&L); empty by default."""
-        return {}
-
-    def structure_key(self) -> tuple:
-        """What, besides the shapes of ``values``, changes this component's cvxpy form: a
-        compiled problem is re-used only while every component's key stays the same."""
-        return ()
-
-    def linearize(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """Value and a (super)gradient at ``x``: non-convex components override it so the
-        optimizer can run sequential convex programming."""
-        raise TypeError(f"{type(self).__name__} is convex; it is compiled, not linearised")
+from ._base import BoundComponent, ComponentSpec, Cone, PoolContext, Term, register
 
 
 class RiskMatrix(BoundComponent):
@@ -102,6 +22,7 @@ class RiskMatrix(BoundComponent):
     scenario's loss is weighted and reduced by its dampener; the worst case is floored at zero:
     ``max(0, max_s w_s * max(-p_s, -k p_s) - d_s)`` with ``p = P x``. Convex for 0 <= k <= 1."""
 
+    cone = "linear"
     signed_values = frozenset({"pnl"})
 
     def __init__(self, name: str, labels: tuple[str, ...], pnl: np.ndarray, weight: np.ndarray,
@@ -143,10 +64,11 @@ class RiskMatrix(BoundComponent):
 class AbsExposure(BoundComponent):
     """``sum_g |E_g x|``: e.g. roll shock, each expiry's delta times its shock, no netting."""
 
+    cone = "linear"
+    signed_values = frozenset({"exposure"})
+
     def __init__(self, name: str, exposure: np.ndarray, labels: tuple[str, ...]) -> None:
         self.name, self.exposure, self.labels = name, exposure, labels
-
-    signed_values = frozenset({"exposure"})
 
     def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
         return {"exposure": scale * self.exposure}
@@ -162,6 +84,8 @@ class AbsExposure(BoundComponent):
 class SizeCharge(BoundComponent):
     """Per-position ``a_i |x_i| + b_i x_i^2`` (Deribit futures: rate grows with size)."""
 
+    cone = "quadratic"
+
     def __init__(self, name: str, linear: np.ndarray, quadratic: np.ndarray) -> None:
         self.name, self.linear, self.quadratic = name, linear, quadratic
 
@@ -171,6 +95,9 @@ class SizeCharge(BoundComponent):
     def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
         v = values or self.values()
         return float(v["linear"] @ np.abs(x) + v["quadratic"] @ (x * x))
+
+    def term_cone(self) -> Cone:
+        return "quadratic" if np.any(self.quadratic) else "linear"
 
     def structure_key(self) -> tuple:
         return (bool(np.any(self.quadratic)),)
@@ -184,6 +111,8 @@ class SizeCharge(BoundComponent):
 
 class ShortCharge(BoundComponent):
     """Per-position ``c_i * max(-x_i, 0)``: a charge per unit short, nothing for longs."""
+
+    cone = "linear"
 
     def __init__(self, name: str, charge: np.ndarray) -> None:
         self.name, self.charge = name, charge
@@ -203,10 +132,14 @@ class FactorRisk(BoundComponent):
     """Parametric VaR ``z * ||R' G x||`` (norm form, SOCP) or ``c * ||R' G x||^2`` (variance form,
     QP), with G the per-unit factor exposures and R R' the factor covariance."""
 
+    cone = "soc"
+    signed_values = frozenset({"root_exposure"})
+
     def __init__(self, name: str, root_exposure: np.ndarray, multiplier: float, form: str) -> None:
         self.name, self.root_exposure, self.multiplier, self.form = name, root_exposure, multiplier, form
 
-    signed_values = frozenset({"root_exposure"})
+    def term_cone(self) -> Cone:
+        return "soc" if self.form == "norm" else "quadratic"
 
     def values(self, scale: float = 1.0) -> dict[str, np.ndarray]:
         # the norm form is 1-homogeneous in the root, the variance form 2-homogeneous
@@ -227,6 +160,7 @@ class ExpectedShortfall(BoundComponent):
     """Expected shortfall of the loss ``-P x`` at ``level`` over equally likely scenarios
     (Rockafellar-Uryasev: ``min_z z + sum_s max(L_s - z, 0) / ((1-level) S)``), floored at zero."""
 
+    cone = "linear"
     signed_values = frozenset({"pnl"})
 
     def __init__(self, name: str, labels: tuple[str, ...], pnl: np.ndarray, level: float) -> None:
@@ -263,6 +197,7 @@ class CalendarSpreadCharge(BoundComponent):
     linearisation is a local supergradient. The optimizer handles it by sequential convex
     programming (linearise at the current book, re-solve, re-check)."""
 
+    cone = "linear"  # its tangent: the optimizer linearises it
     convex = False
     signed_values = frozenset({"delta"})
 
@@ -302,24 +237,6 @@ def _settled(value: SettledFloat, ctx: PoolContext) -> float:
     return float(value)
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    name: str
-    #: declared in the model file; checked against the implementation at load time
-    convex: bool = True
-    inferred: bool = Field(False, description="the rule is a best reading of an incomplete source")
-
-    implementation: ClassVar[type[BoundComponent]]
-
-    @field_validator("convex")
-    @classmethod
-    def _declared_convexity(cls, v: bool) -> bool:
-        if v != cls.implementation.convex:
-            raise ValueError(f"{cls.__name__} is {'convex' if cls.implementation.convex else 'not convex'}")
-        return v
-
-
-
 class VolShockSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     volatility_range_up: float = Field(ge=0)
@@ -336,7 +253,8 @@ class VolShockSpec(BaseModel):
                         self.min_volatility_for_shock_up, self.term_days, self.dte_floor_days)
 
 
-class RiskMatrixSpec(_Spec):
+@register
+class RiskMatrixSpec(ComponentSpec):
     """Deribit-style risk matrix: 2 x buckets_count + 1 moves over +/- price_range, each in the
     down/flat/up vol states, plus an extended table of large moves (vol up only) weighted
     ``extended_table_factor * price_range / |m|`` and dampened by
@@ -379,7 +297,8 @@ class RiskMatrixSpec(_Spec):
                           grid.weight, grid.dampener, offset)
 
 
-class RollShockSpec(_Spec):
+@register
+class RollShockSpec(ComponentSpec):
     """Per expiry ``max(min_annualised_move, exp(annualised_move_risk * T) - 1) * |delta_expiry|``,
     expiries not netted; perpetuals get the minimum move; spot carries no roll risk."""
 
@@ -402,7 +321,8 @@ class RollShockSpec(_Spec):
         return AbsExposure(self.name, exposure, tuple(groups))
 
 
-class FuturesSizeSpec(_Spec):
+@register
+class FuturesSizeSpec(ComponentSpec):
     """Deribit standard futures margin: ``|q| * (base_rate + size_rate * |q|)`` for futures and
     perpetuals, in coin for inverse contracts and times the index for linear ones."""
 
@@ -418,7 +338,8 @@ class FuturesSizeSpec(_Spec):
         return SizeCharge(self.name, self.base_rate * level, self.size_rate * level)
 
 
-class ShortOptionSpec(_Spec):
+@register
+class ShortOptionSpec(ComponentSpec):
     """Deribit standard option margin per unit short (longs: 0), with OTM = out-of-the-money
     amount in USD, S = the option's underlying (forward) price and the mark from the snapshot:
     initial ``max(otm_rate - OTM/S, floor_rate) + mark`` (short puts: at least the maintenance
@@ -452,7 +373,8 @@ class ShortOptionSpec(_Spec):
         return ShortCharge(self.name, np.where(opt, charge, 0.0))
 
 
-class CalendarSpreadSpec(_Spec):
+@register
+class CalendarSpreadSpec(ComponentSpec):
     """SPAN-style calendar spread charge ``rate * min(sum of long expiry deltas, sum of short
     expiry deltas)`` in the pool's currency per unit of coin delta. Concave: non-convex."""
 
@@ -471,7 +393,8 @@ class CalendarSpreadSpec(_Spec):
         return CalendarSpreadCharge(self.name, exposure, tuple(groups), self.rate)
 
 
-class CovarianceVarSpec(_Spec):
+@register
+class CovarianceVarSpec(ComponentSpec):
     """Parametric VaR over factor exposures: per underlying U in ``underlyings``, the factors
     ``U.delta`` (USD per 1.00 relative move) and ``U.vega`` (USD per vol point). ``covariance`` is
     over those factors in that order (or a file path, CSV/.npy, relative to the model file)."""
@@ -516,10 +439,12 @@ class CovarianceVarSpec(_Spec):
         root = v * np.sqrt(np.clip(w, 0.0, None))  # cov = root root'
         inp = ctx.inputs
         und = np.array([i.underlying for i in ctx.instruments])
-        unknown = sorted(set(und) - set(self.underlyings))
-        if unknown:
-            raise UnsupportedCurrency(f"covariance has no factors for {unknown[0]}", row=unknown[0],
-                                      field=f"{self.name}.underlyings")
+        uncovered = np.flatnonzero(~np.isin(und, self.underlyings))
+        if uncovered.size:
+            # the row is the instrument, so an optimizer's universe can leave that candidate out
+            first = ctx.instruments[int(uncovered[0])]
+            raise UnsupportedCurrency(f"covariance has no factors for {first.underlying}",
+                                      row=first.name, field=f"{self.name}.underlyings")
         delta_usd = inp.coin_delta() * inp.index
         vega_usd = inp.vega_usd()
         rows = []
@@ -532,7 +457,7 @@ class CovarianceVarSpec(_Spec):
         return FactorRisk(self.name, root.T @ exposure, mult, self.form)
 
 
-class _UserMatrixSpec(_Spec):
+class _UserMatrixSpec(ComponentSpec):
     """A user-supplied scenario P&L matrix, USD per unit, scenarios x instruments: a CSV whose
     header names the instruments (an optional first column ``scenario`` labels the rows) or a
     ``.npy`` with ``instruments`` naming its columns. Paths are relative to the model file."""
@@ -585,11 +510,12 @@ class _UserMatrixSpec(_Spec):
         col = {n: j for j, n in enumerate(names)}
         missing = [i.name for i in ctx.instruments if i.name not in col]
         if missing:
-            raise UnsupportedCurrency("the scenario matrix has no column for this instrument",
-                                      row=missing[0], field=f"{self.name}.matrix")
+            raise UnsupportedInstrument("the scenario matrix has no column for this instrument",
+                                        row=missing[0], field=f"{self.name}.matrix")
         return labels, arr[:, [col[i.name] for i in ctx.instruments]]
 
 
+@register
 class ScenarioMaxSpec(_UserMatrixSpec):
     type: Literal["scenario_max"]
     implementation = RiskMatrix
@@ -600,6 +526,7 @@ class ScenarioMaxSpec(_UserMatrixSpec):
         return RiskMatrix(self.name, labels, pnl, np.ones(s), np.zeros(s), 0.0)
 
 
+@register
 class ScenarioEsSpec(_UserMatrixSpec):
     type: Literal["scenario_es"]
     implementation = ExpectedShortfall
@@ -614,15 +541,9 @@ class ScenarioEsSpec(_UserMatrixSpec):
         return ExpectedShortfall(self.name, labels, pnl, self.level)
 
 
-from ..derive._component import DerivePM2Spec  # noqa: E402  (subclasses _Spec, defined above)
-
-ComponentSpec = Annotated[
-    Union[RiskMatrixSpec, RollShockSpec, FuturesSizeSpec, ShortOptionSpec, CalendarSpreadSpec,
-          CovarianceVarSpec, ScenarioMaxSpec, ScenarioEsSpec, DerivePM2Spec],
-    Field(discriminator="type"),
-]
-
 __all__ = [
-    "AbsExposure", "BoundComponent", "CalendarSpreadCharge", "ComponentSpec", "ExpectedShortfall",
-    "FactorRisk", "PoolContext", "RiskMatrix", "ShortCharge", "SizeCharge", "Term",
+    "AbsExposure", "CalendarSpreadCharge", "CalendarSpreadSpec", "CovarianceVarSpec",
+    "ExpectedShortfall", "FactorRisk", "FuturesSizeSpec", "RiskMatrix", "RiskMatrixSpec",
+    "RollShockSpec", "ScenarioEsSpec", "ScenarioMaxSpec", "ShortCharge", "ShortOptionSpec",
+    "SizeCharge", "VolShockSpec",
 ]

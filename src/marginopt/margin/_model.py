@@ -16,7 +16,7 @@ from .._io import describe, read_bytes, parse_yaml, validation_message
 from ..errors import ModelError, UnsupportedCurrency
 from ..instruments import Instrument, Settlement
 from ..market import MarketSnapshot
-from ._components import BoundComponent, ComponentSpec, PoolContext
+from ._base import AnyComponentSpec, BoundComponent, PoolContext
 
 SINGLE_POOL = "ALL"
 
@@ -26,8 +26,8 @@ class PoolRules(BaseModel):
     initial margin or as its own components."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    initial: list[ComponentSpec]
-    maintenance: list[ComponentSpec] | None = None
+    initial: list[AnyComponentSpec]
+    maintenance: list[AnyComponentSpec] | None = None
     maintenance_factor: float | None = Field(None, gt=0, le=1)
 
     @model_validator(mode="after")

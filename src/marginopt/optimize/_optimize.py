@@ -24,13 +24,16 @@ from ..portfolio import Portfolio, load_portfolio
 from ._data import Universe, build_universe, greeks_summary, limit_rows, open_interest_coin
 from ._problem import ProblemData, RawSolution, RebalanceProblem
 from ._proposal import BoundCheck, LimitCheck, Proposal, Trade
-from ._solvers import SolveReport, chain
+from ._solvers import SolveReport, chain, installed_solvers
 from ._spec import RebalanceSpec, load_spec
 from ._verify import LIMIT_TOLERANCE, Verification, Verifier
 
 __all__ = ["LIMIT_TOLERANCE", "Rebalancer", "optimize"]
 
 _SCP_MAX_ITERATIONS = 20
+#: a linearised problem infeasible in its trust region is retried this many times, each in a
+#: region 100 times wider, before the claim of infeasibility is examined
+_TRUST_WIDENINGS = 4
 
 
 @dataclass
@@ -155,6 +158,9 @@ class Rebalancer:
         timings["verify"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         notes += search.notes + search.stopped_early + self._placement_notes(trades, data)
+        if self.solver and raw is not None and raw.solver and raw.solver != self.solver.upper():
+            notes.append(f"{self.solver.upper()} (the solver asked for) gave no answer that passed "
+                         f"verification; {raw.solver}'s did (see attempts)")
         return self._proposal(status, reason, trades, after, before, data, verifier, raw, chosen,
                               search, snap, timings, notes)
 
@@ -162,9 +168,9 @@ class Rebalancer:
     def _search(self, prob: RebalanceProblem, data: ProblemData, search: _Search) -> None:
         """Answers from each solver of the chain in turn, until one gives an answer that passes."""
         claims: list[str] = []
-        for name in chain(prob.problem_class, self.solver):
+        for name in self._chain(prob):
             try:
-                stage1, stage2 = prob.solve(name)
+                stage1, stage2 = self._first_solve(prob, data, name)
             except Infeasible as exc:
                 claims.append(name)
                 search.log += [a for a in exc.attempts if a not in search.log] or [(name, "infeasible")]
@@ -184,14 +190,103 @@ class Rebalancer:
                 for a in answers:
                     search.consider(self._clean(a.trades, data.universe), f"{name} {a.stage}", a,
                                     a.objective_margin_usd if exact_margin else None)
-            else:
-                self._lot_answers(answers, data, search, name)
+            elif self._rounded(answers, data, search, name):
+                return
+            else:  # whole lots by mixed-integer search, seeded by this continuous optimum
+                exact_prob, lot_claims = self._exact_lots(self._clean(answers[-1].trades, data.universe),
+                                                          data, search)
+                if not search.passed and lot_claims:
+                    self._confirm_no_answer(exact_prob, data, search, lot_claims, "whole-lot ")
+                return
+            if search.passed:
+                return
+        if prob.nonconvex and self.spec.objective == "free_margin" and not claims:
+            self._free_margin_by_least_margin(data, search)
+            if search.passed:
+                return
+        if prob.has_impact and not claims and self.spec.lots.mode == "none":
+            self._without_impact(data, search)
             if search.passed:
                 return
         self._confirm_no_answer(prob, data, search, claims)
 
+    def _without_impact(self, data: ProblemData, search: _Search) -> None:
+        """Every cone solver failed on the impact-cost problem (its power cones can be badly
+        conditioned when caps are tiny): the same problem without the impact term is linear and
+        solved exactly; its answer is verified with the impact cost charged in full."""
+        plain = self.spec.model_copy(update={"costs": self.spec.costs.model_copy(update={"impact": 0.0})})
+        prob = self.problem(data, plain)
+        for name in chain(prob.problem_class):
+            try:
+                stage1, stage2 = prob.solve(name)
+            except OptimizationError as exc:
+                search.log += getattr(exc, "attempts", []) or [(name, str(exc))]
+                continue
+            search.add_reports(stage1.reports)
+            for a in (stage2, stage1):
+                if a is not None:
+                    search.consider(self._clean(a.trades, data.universe),
+                                    f"{name} {a.stage} without the impact term", a, a.objective_margin_usd)
+            if search.passed:
+                search.notes.append("no cone solver answered the impact-cost problem accurately; the "
+                                    "trades are the optimum without the impact term, verified with the "
+                                    "impact cost charged (not the least-cost answer)")
+                return
+
+    def _free_margin_by_least_margin(self, data: ProblemData, search: _Search) -> None:
+        """Non-convex free_margin: the linearised margin target can be met where the true margin
+        is not. Search for the least margin instead; if that frees the amount asked it is a
+        verified (if not least-cost) answer, else the amount cannot be freed by this search."""
+        least = self.spec.model_copy(update={"objective": "min_margin", "free_margin_usd": None})
+        prob = self.problem(data, least)
+        inner = _Search(Verifier(data, least))
+        name = chain(prob.problem_class, self.solver)[0]
+        try:
+            stage1, stage2 = self._first_solve(prob, data, name)
+        except OptimizationError as exc:
+            search.log.append(("least-margin search", str(exc).splitlines()[0]))
+            return
+        found = self._sequential_convex(prob, stage2 or stage1, data, inner, name)
+        search.notes.append("the linearised search for the least-cost trades did not free the amount "
+                            "asked; the least-margin trades are proposed if they do (not least cost)")
+        search.consider(self._clean(found.trades, data.universe), "least-margin sequential convex programming")
+        if not search.passed:
+            freed = data.margin_before_usd - data.bound.initial_margin_usd(data.universe.x0 + found.trades)
+            asked = self.spec.free_margin_usd or 0.0
+            raise Infeasible(f"Sequential convex programming (a local search) found no trade set that "
+                             f"frees {asked:,.2f} USD; the most it freed is {freed:,.2f} USD.",
+                             {"free_margin_usd": freed - asked}, attempts=search.attempts())
+
+    def _chain(self, prob: RebalanceProblem) -> tuple[str, ...]:
+        """The solvers to try: a named one first (alone if it is not installed: that is a
+        configuration error), then the rest of the class's chain should its answer not pass."""
+        if not self.solver:
+            return chain(prob.problem_class)
+        named = self.solver.upper()
+        if named not in installed_solvers():
+            return (named,)
+        return (named, *(n for n in chain(prob.problem_class) if n != named))
+
+    @staticmethod
+    def _first_solve(prob: RebalanceProblem, data: ProblemData, name: str
+                     ) -> tuple[RawSolution, RawSolution | None]:
+        """Stage 1 and the tie-break. A linearised (non-convex) problem is solved in a trust
+        region around the book: infeasible there says nothing of the problem (a book outside its
+        limits may need a longer step), so the region is widened before the claim stands."""
+        if not prob.nonconvex:
+            return prob.solve(name)
+        x0 = data.universe.x0
+        radius = np.maximum(np.abs(x0), 1.0)
+        for _ in range(_TRUST_WIDENINGS):
+            try:
+                return prob.solve(name)
+            except Infeasible:
+                radius = radius * 100.0
+                prob.set_trust_region(x0, radius)
+        return prob.solve(name)
+
     def _confirm_no_answer(self, prob: RebalanceProblem, data: ProblemData, search: _Search,
-                           claims: list[str]) -> None:
+                           claims: list[str], kind: str = "") -> None:
         """No answer passed. A claim of infeasibility is checked: by trading nothing, then by the
         elastic problem (its point is verified like any answer; the constraints it must break are
         recomputed in numpy). What cannot be confirmed is a typed failure with every attempt."""
@@ -216,30 +311,31 @@ class Rebalancer:
             if search.passed:
                 return
         if diagnosis.moves:
-            raise Infeasible("No trade set satisfies every limit of the spec.", diagnosis.moves,
+            raise Infeasible(f"No {kind}trade set satisfies every limit of the spec.", diagnosis.moves,
                              attempts=search.attempts())
         raise SolverFailed(f"{', '.join(claims)} reported the problem infeasible and the elastic "
                            "problem could not confirm it.", search.attempts())
 
-    def _lot_answers(self, answers: list[RawSolution], data: ProblemData, search: _Search,
-                     name: str) -> None:
-        """Whole lots: rounding (``round``), then the mixed-integer search around the continuous
-        optimum when no rounding passes (``round``) or always (``exact``)."""
-        if self.spec.lots.mode == "round":
-            lot = data.lot
-            step = np.where(lot > 0, lot, 1.0)
-            for a in answers:
-                t = self._clean(a.trades, data.universe)
-                for how, f in (("rounded to lots", np.round), ("rounded toward zero", np.trunc)):
-                    search.consider(np.where(lot > 0, f(t / step) * step, t), f"{name} {a.stage}, {how}", a)
-            if search.passed:
-                search.notes.append("trades rounded to lot sizes and re-verified")
-                return
-            search.notes.append("rounding to lots broke a limit or bound; repaired by the whole-lot "
-                                "search")
-        self._exact_lots(self._clean(answers[-1].trades, data.universe), data, search)
+    def _rounded(self, answers: list[RawSolution], data: ProblemData, search: _Search,
+                 name: str) -> bool:
+        """``round`` mode: the continuous answers rounded to lots (nearest, toward zero); whether
+        one passed. ``exact`` mode goes straight to the mixed-integer search."""
+        if self.spec.lots.mode != "round":
+            return False
+        lot = data.lot
+        step = np.where(lot > 0, lot, 1.0)
+        for a in answers:
+            t = self._clean(a.trades, data.universe)
+            for how, f in (("rounded to lots", np.round), ("rounded toward zero", np.trunc)):
+                search.consider(np.where(lot > 0, f(t / step) * step, t), f"{name} {a.stage}, {how}", a)
+        if search.passed:
+            search.notes.append("trades rounded to lot sizes and re-verified")
+            return True
+        search.notes.append("rounding to lots broke a limit or bound; repaired by the whole-lot search")
+        return False
 
-    def _exact_lots(self, trades: np.ndarray, data: ProblemData, search: _Search) -> None:
+    def _exact_lots(self, trades: np.ndarray, data: ProblemData, search: _Search
+                    ) -> tuple[RebalanceProblem, list[str]]:
         """Whole-lot trades by mixed-integer search in the box of lots around the continuous
         optimum, widened if the box holds no feasible point; the continuous optimum bounds the
         true one from below, so the gap to it is reported."""
@@ -251,9 +347,10 @@ class Rebalancer:
         max_buy, max_sell = prob.max_lots(data)
         buy_lots, sell_lots = np.maximum(trades, 0) / lot, np.maximum(-trades, 0) / lot
         continuous = data.bound.initial_margin_usd(data.universe.x0 + trades)
+        claims: list[str] = []
         for width in (1.0, 3.0, None):
             if width is None:
-                prob.set_lot_box(0 * max_buy, max_buy, 0 * max_sell, max_sell)
+                prob.set_lot_box(np.zeros_like(max_buy), max_buy, np.zeros_like(max_sell), max_sell)
             else:
                 prob.set_lot_box(np.maximum(np.floor(buy_lots) - width + 1, 0), np.minimum(np.ceil(buy_lots) + width - 1, max_buy),
                                  np.maximum(np.floor(sell_lots) - width + 1, 0), np.minimum(np.ceil(sell_lots) + width - 1, max_sell))
@@ -262,6 +359,8 @@ class Rebalancer:
                 stage1, stage2 = prob.solve(self.solver)
             except OptimizationError as exc:
                 search.log.append((f"whole-lot search {where}", str(exc).splitlines()[0]))
+                if width is None and isinstance(exc, Infeasible):
+                    claims += [s for s, why in exc.attempts if why == "infeasible"]
                 continue
             report = stage1.reports[0]
             search.add_reports(stage1.reports)
@@ -280,7 +379,8 @@ class Rebalancer:
                              f"{report.mip_gap if report.mip_gap is not None else float('nan'):.3g}, "
                              f"best bound {report.mip_bound if report.mip_bound is not None else float('nan'):,.2f})")
                 search.notes.append(note)
-                return
+                return prob, claims
+        return prob, claims
 
     def _sequential_convex(self, prob: RebalanceProblem, raw: RawSolution, data: ProblemData,
                            search: _Search, solver: str) -> RawSolution:
@@ -302,7 +402,8 @@ class Rebalancer:
             if iterations > 1 and np.allclose(x_new, best_x, rtol=0.0, atol=1e-9):
                 break  # the linearised problem returns the current point: converged
             v = verifier.check(self._clean(candidate.trades, data.universe))
-            if v.ok and v.objective_usd < best - 1e-9 * max(abs(best), 1.0):
+            improves = not np.isfinite(best) or v.objective_usd < best - 1e-9 * max(abs(best), 1.0)
+            if v.ok and improves:
                 best, best_x, best_raw = v.objective_usd, x_new, candidate
                 radius = np.minimum(radius * 2.0, 10.0 * scale)
             else:

@@ -17,14 +17,14 @@ import numpy as np
 from ..errors import OptimizationError, SpecError
 from ..margin import BoundModel
 from ..market import PricingInputs
-from ..margin._components import FactorRisk, SizeCharge
 from ._data import LimitRows, Universe
 from ._solvers import ProblemClass, SolveReport, solve
 from ._spec import RebalanceSpec
 
 #: budgets and targets are set this fraction inside the spec's own figure, so an answer within a
-#: solver's feasibility tolerance still meets the figure itself when the verifier checks it
-_INSIDE = 1e-9
+#: solver's feasibility tolerance (SCIP's is 1e-9, relative) still meets the figure itself when
+#: the verifier checks it
+_INSIDE = 1e-7
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class ProblemData:
                 tuple(self.limits.lower_rows), tuple(self.limits.upper_rows),
                 tuple(p.columns.tobytes() for p in self.bound.pools),
                 np.isfinite(u.buy_max).tobytes(), np.isfinite(u.sell_max).tobytes(),
+                (u.buy_max <= 0).tobytes(), (u.sell_max <= 0).tobytes(),
                 (self.lot > 0).tobytes())
 
 
@@ -146,8 +147,16 @@ class RebalanceProblem:
             constraints += lot_box
             self.buy_bounded = self.sell_bounded = np.zeros(0, dtype=int)
         else:
-            self.buy_bounded = np.flatnonzero(np.isfinite(u.buy_max))
-            self.sell_bounded = np.flatnonzero(np.isfinite(u.sell_max))
+            # a side that may not trade at all is fixed at zero by an equality, not squeezed by
+            # two inequalities: an empty interior is what interior-point solvers handle worst
+            # (Clarabel answered "inaccurate" on such books); a closed side is part of the key
+            self.buy_bounded = np.flatnonzero(np.isfinite(u.buy_max) & (u.buy_max > 0))
+            self.sell_bounded = np.flatnonzero(np.isfinite(u.sell_max) & (u.sell_max > 0))
+            closed_buy, closed_sell = np.flatnonzero(u.buy_max <= 0), np.flatnonzero(u.sell_max <= 0)
+            if closed_buy.size:
+                constraints.append(self.buy[closed_buy] == 0)
+            if closed_sell.size:
+                constraints.append(self.sell[closed_sell] == 0)
         if self.buy_bounded.size:
             constraints.append(self.buy[self.buy_bounded] <= p("buy_max", (self.buy_bounded.size,)))
         if self.sell_bounded.size:
@@ -171,21 +180,27 @@ class RebalanceProblem:
                     margin_terms.append(p(f"{key}/lin_const", (), signed=True)
                                         + p(f"{key}/lin_grad", (len(pool.columns),), signed=True) @ xp)
         self.margin = cp.sum(cp.hstack(margin_terms)) if margin_terms else cp.Constant(0.0)
+        trust: list[cp.Constraint] = []
         if self.nonconvex:
-            # a trust region keeps each linearised step where the tangent is a fair model
+            # a trust region keeps each linearised step where the tangent is a fair model (not a
+            # rule of the spec: the infeasibility diagnosis leaves it out)
             centre, radius = p("trust_centre", (n,), signed=True), p("trust_radius", (n,))
-            constraints += [self.x - centre <= radius, centre - self.x <= radius]
+            trust = [self.x - centre <= radius, centre - self.x <= radius]
 
         cost = p("half_spread_usd", (n,)) @ traded
         self.has_impact = bool(spec.costs.impact > 0)
-        if self.has_impact:
-            cost = cost + p("impact_usd", (n,)) @ cp.power(traded, 1.5)
+        # impact only where a side is open: a power cone pinned at its apex (a closed instrument)
+        # is degenerate for interior-point solvers
+        self.impact_idx = np.flatnonzero((data.universe.buy_max > 0) | (data.universe.sell_max > 0))
+        if self.has_impact and self.impact_idx.size:
+            cost = cost + p("impact_usd", (self.impact_idx.size,)) @ cp.power(traded[self.impact_idx], 1.5)
         self.cost = cost
 
         lim = data.limits
         # everything but the limits, the turnover budget and the margin target: what the
         # infeasibility diagnosis keeps hard while it softens those
         self.hard_constraints = list(constraints)
+        constraints += trust
         self.lower_con = self.upper_con = None
         if lim.lower_rows.size:
             self.lower_con = p("limit_lower_matrix", (lim.lower_rows.size, n), signed=True) @ self.x \
@@ -266,7 +281,7 @@ class RebalanceProblem:
         for k, v in data.component_values().items():
             self._set(k, v)
         self._set("half_spread_usd", data.half_spread_usd)
-        self._set("impact_usd", data.impact_usd)
+        self._set("impact_usd", data.impact_usd[self.impact_idx])
         self._set("notional_usd", data.notional_usd)
         # the tie-break: notional plus the cost, so among equal margins the cheapest, smallest
         self._set("notional_usd_tiebreak", data.notional_usd + data.half_spread_usd)
@@ -314,10 +329,11 @@ class RebalanceProblem:
                 self._set(f"{pool.name}/{comp.name}/lin_grad", grad)
 
     def _classify(self, data: ProblemData) -> ProblemClass:
-        comps = [c for p in data.bound.pools for c in p.initial if c.convex]
-        socp = self.has_impact or any(isinstance(c, FactorRisk) and c.form == "norm" for c in comps)
-        quad = any(isinstance(c, SizeCharge) and np.any(c.quadratic) for c in comps) or \
-            any(isinstance(c, FactorRisk) and c.form == "variance" for c in comps)
+        """The problem class from what each compiled term declares (its cone); non-convex
+        components enter as their tangent (linear), the market-impact cost (traded^1.5) as cones."""
+        cones = {c.term_cone() for p in data.bound.pools for c in p.initial if c.convex}
+        socp = self.has_impact or "soc" in cones
+        quad = "quadratic" in cones
         if self.integer:
             return ProblemClass.MISOCP if socp else ProblemClass.MIQP if quad else ProblemClass.MILP
         return ProblemClass.SOCP if socp else ProblemClass.QP if quad else ProblemClass.LP

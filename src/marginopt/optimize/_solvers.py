@@ -8,8 +8,12 @@ a solver or by cvxpy unpacking its answer escapes this module untyped.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -54,10 +58,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "ECOS": {"abstol": 1e-10, "reltol": 1e-10, "feastol": 1e-10, "max_iters": 500},
     "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "polish": True, "max_iter": 200_000},
     "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
-    # SCIP's LP solver takes no feasibility tolerance below 1e-10 without GMP and prints about it
-    # (SCIP tightens the LP's by up to 1e3 when resolving): 1e-7 here; the verifier holds every
-    # answer to the limits' own tolerance
-    "SCIP": {"scip_params": {"numerics/feastol": 1e-7}},
+    # SCIP's LP solver (SoPlex) floors tolerances at 1e-10 without GMP and says so on stdout
+    # when SCIP asks for less while resolving: harmless, and silenced (see ``_quiet_stdout``)
+    "SCIP": {"scip_params": {"numerics/feastol": 1e-9}},
 }
 LOW_ACCURACY = frozenset({"SCS"})
 
@@ -84,9 +87,16 @@ class Verdict(str, Enum):
 
 
 @lru_cache(maxsize=1)
-def _installed() -> frozenset[str]:
+def installed_solvers() -> frozenset[str]:
     """cvxpy probes every solver on each call (~10 ms): ask once."""
     return frozenset(cp.installed_solvers())
+
+
+_installed = installed_solvers
+
+#: a second try, with the solver's own defaults, after a solver fails outright (SCIP's LP can
+#: hit "unresolved numerical troubles" at tight tolerances and not at its defaults)
+RETRY_OPTIONS: dict[str, dict[str, Any]] = {"SCIP": {}}
 
 
 def verdict(status: str | None) -> Verdict:
@@ -111,6 +121,31 @@ class SolveReport:
     mip_bound: float | None = None
     #: a mixed-integer search that stopped at its time limit, not at a proven optimum
     stopped_early: bool = False
+
+
+#: solvers whose native library writes to the process's stdout whatever cvxpy's verbosity
+_CHATTY = frozenset({"SCIP"})
+
+
+@contextlib.contextmanager
+def _quiet_stdout(active: bool) -> Iterator[None]:
+    """Send file descriptors 1 and 2 to /dev/null while a chatty native solver runs (a CLI's
+    --json output must stay parseable)."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)  # its errors too: they reach the attempts as SolverError
+            yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def chain(problem_class: ProblemClass, solver: str | None = None) -> tuple[str, ...]:
@@ -152,19 +187,28 @@ def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None =
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
-                opts = dict(OPTIONS.get(name, {}))
+            failure = None
+            for base in (OPTIONS.get(name, {}), RETRY_OPTIONS.get(name)):
+                if base is None:
+                    break
+                opts = dict(base)
                 if problem_class.integer:
                     for key, value in _mip_options(name, time_limit_s).items():
                         opts[key] = {**opts.get(key, {}), **value} if isinstance(value, dict) else value
-                # no warm start: a re-used problem must answer exactly as a fresh one would,
-                # whatever it solved before (batch runs in-process and on Dask agree bit for bit)
-                problem.solve(solver=name, warm_start=False, **opts)
-            except MarginoptError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the solver boundary: every failure is typed
-                # cvxpy's SolverError, a ValueError unpacking an answer, a solver's own exception
-                attempts.append((name, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+                try:
+                    # no warm start: a re-used problem must answer exactly as a fresh one would,
+                    # whatever it solved before (batch runs in-process and on Dask agree bit for bit)
+                    with _quiet_stdout(name in _CHATTY):
+                        problem.solve(solver=name, warm_start=False, **opts)
+                    failure = None
+                    break
+                except MarginoptError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the solver boundary: every failure is typed
+                    # cvxpy's SolverError, a ValueError unpacking an answer, a solver's own exception
+                    failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if failure is not None:
+                attempts.append((name, failure))
                 continue
         seconds = time.perf_counter() - start
         said = tuple(str(w.message).splitlines()[0] for w in caught)

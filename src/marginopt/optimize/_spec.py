@@ -165,6 +165,12 @@ class RebalanceSpec(BaseModel):
             out[key] = b
         return out
 
+    @field_validator("solver", mode="after")
+    @classmethod
+    def _known_solver(cls, v: str | None) -> str | None:
+        check_solver(v)
+        return v
+
     @field_validator("do_not_trade", "close_only", mode="after")
     @classmethod
     def _upper_names(cls, v: list[str]) -> list[str]:
@@ -218,6 +224,32 @@ class RebalanceSpec(BaseModel):
     def merged(self, overrides: Mapping[str, Any]) -> "RebalanceSpec":
         """This spec with top-level keys replaced (per-account overrides in batch jobs)."""
         return RebalanceSpec.from_dict({**self.model_dump(), **dict(overrides)})
+
+
+def check_solver(name: str | None) -> str | None:
+    """``name`` in capitals if it is a solver installed here; a misspelt or missing solver is a
+    ``ValueError`` naming it and the installed ones (a configuration error, not a solver failure)."""
+    if name is None:
+        return None
+    import difflib
+
+    from ._solvers import installed_solvers
+    wanted = str(name).strip().upper()
+    installed = sorted(installed_solvers())
+    if wanted in installed:
+        return wanted
+    if wanted in _KNOWN_SOLVERS:
+        raise ValueError(f"solver {name} is not installed here (installed: {', '.join(installed)})")
+    close = difflib.get_close_matches(wanted, installed, n=1)
+    raise ValueError(f"unknown solver {name} (installed: {', '.join(installed)})"
+                     + (f"; did you mean {close[0]}?" if close else ""))
+
+
+#: solvers cvxpy can drive when their package is installed
+_KNOWN_SOLVERS = frozenset({
+    "CBC", "CLARABEL", "COPT", "CPLEX", "CVXOPT", "DAQP", "ECOS", "ECOS_BB", "GLOP", "GLPK",
+    "GLPK_MI", "GUROBI", "HIGHS", "KNITRO", "MOSEK", "NAG", "OSQP", "PDLP", "PIQP", "PROXQP",
+    "QOCO", "SCIP", "SCIPY", "SCS", "SDPA", "XPRESS"})
 
 
 def load_spec(spec: RebalanceSpec | str | Path | Mapping[str, Any] | None) -> RebalanceSpec:

@@ -12,7 +12,8 @@ the numbers of the problem:
 - margin: the calculator's margin of the post-trade book never above the margin before (unless
   the book broke a limit and the trades restore it); ``free_margin`` frees at least what was
   asked; the solver's own margin of its answer equals the calculator's to
-  ``AGREEMENT_RTOL`` x max(margin before, margin after) + ``AGREEMENT_ATOL_USD``.
+  ``AGREEMENT_RTOL`` x max(margin before, margin after) + ``AGREEMENT_ATOL_USD`` (under
+  ``free_margin``, where margin is a constraint, the solver's figure is an upper bound of it).
 
 A failing answer is repaired only where the repair is exact and itself re-verified (clip to the
 bounds, drop dust, re-round to lots); otherwise the caller moves on to the next stage or solver.
@@ -224,6 +225,11 @@ class Verifier:
                                        f"frees {freed:,.6f} USD, less than the {asked:,.2f} USD asked"))
         if solver_margin_usd is not None and np.isfinite(margin):
             gap = abs(solver_margin_usd - margin)
+            if spec.objective == "free_margin":
+                # margin is a constraint there, not minimised: the epigraph variables of a term
+                # (expected shortfall's threshold, a worst case's bound) may sit above it, so the
+                # solver's figure is an upper bound of the margin, and that is what it claims
+                gap = max(margin - solver_margin_usd, 0.0)
             if not np.isfinite(gap) or gap > self.agreement_tolerance(margin):
                 found.append(Violation(
                     "agreement", "solver_margin", float(gap),
