@@ -83,11 +83,16 @@ def test_infeasible_exits_3(tmp_path):
     assert "BTC.delta.lower" in res.stderr
 
 
-def test_solver_failure_exits_4():
+def test_a_misspelt_solver_is_bad_input_naming_the_installed_ones():
+    # before: "NOPE: not installed", exit 4 (a solver failure) after loading everything
     p = sample_paths()
     res = runner.invoke(app, ["optimize", "-p", str(p["portfolio"]), "-m", str(p["market"]),
                               "--spec", str(p["spec"]), "--solver", "NOPE"])
-    assert res.exit_code == 4 and "NOPE" in res.stderr
+    assert res.exit_code == 2, res.output
+    assert "unknown solver NOPE (installed: " in res.stderr and "HIGHS" in res.stderr
+    res = runner.invoke(app, ["optimize", "-p", str(p["portfolio"]), "-m", str(p["market"]),
+                              "--solver", "CLARABLE"])
+    assert res.exit_code == 2 and "did you mean CLARABEL?" in res.stderr
 
 
 def test_debug_shows_traceback(tmp_path):

@@ -18,22 +18,36 @@ import typer
 
 from .errors import MarginoptError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Cut the margin a crypto-derivatives book posts, inside the desk's limits.")
 
 _state = {"debug": False}
+_DEBUG_HELP = "show the traceback of an error (also accepted before the command)"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        typer.echo(f"marginopt {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print marginopt's version and exit")) -> None:
     _state["debug"] = debug
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Map marginopt's errors to exit codes and one clear line on stderr."""
+    """Map marginopt's errors to exit codes and one clear line on stderr. Every command takes
+    ``--debug`` too (after its name), as the top level does."""
 
     @wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("debug"):
+            _state["debug"] = True
         try:
             return fn(*args, **kwargs)
         except MarginoptError as exc:
@@ -50,6 +64,52 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return run
+
+
+def _check_solver(solver: Optional[str]) -> None:
+    """A misspelt --solver is bad input (exit 2), named with the installed solvers."""
+    from .errors import SpecError
+    from .optimize._spec import check_solver
+    try:
+        check_solver(solver)
+    except ValueError as exc:
+        raise SpecError(str(exc), source="--solver", value=solver) from None
+
+
+def _check_out(out: Optional[Path]) -> None:
+    """Refuse an --out folder that cannot be written before anything is computed."""
+    if out is None:
+        return
+    import os
+
+    from .errors import OutputError
+    if out.exists() and not out.is_dir():
+        raise OutputError("--out names a file, not a folder: give a folder for the proposal and "
+                          "its report", source=str(out), field="out")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create the folder: {parent} is a file", source=str(out),
+                          field="out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write here: no permission to write in {parent}",
+                          source=str(out), field="out")
+
+
+def _write(proposal, out: Path, market, as_json: bool) -> None:
+    """Write the proposal's files; the proposal is shown first, so a failed write loses nothing,
+    and "Wrote ..." is said only when every file was written (not with --json: the output is
+    then the JSON document alone)."""
+    from .reports import write_proposal
+    if as_json:
+        typer.echo(proposal.to_json(indent=1))
+    else:
+        _print_proposal(proposal)
+    paths = write_proposal(proposal, out, market=market)
+    if not as_json:
+        names = ", ".join(p.name for p in paths.values())
+        typer.echo(f"Wrote the proposal and its report to {out}/ ({names})")
 
 
 def sample_paths() -> dict[str, Path]:
@@ -85,28 +145,37 @@ def _print_margin(result) -> None:
 
 
 def _print_proposal(p) -> None:
+    from ._format import (limit_decimals, limit_unit, num, price_decimals, price_unit,
+                          status_words)
     b, a = p.margin_before.initial_margin_usd, p.margin_after.initial_margin_usd
-    typer.echo(f"Status: {p.status}. {p.reason}")
-    typer.echo(f"Initial margin before {b:,.2f} USD, after {a:,.2f} USD, saved "
-               f"{p.margin_saved_usd:,.2f} USD ({p.margin_saved_pct:.2f}%); estimated cost "
-               f"{p.cost_usd:,.2f} USD")
+    typer.echo(f"Status: {p.status} ({status_words(p.status)}). {p.reason}")
+    typer.echo(f"Initial margin before {num(b)} USD, after {num(a)} USD, saved "
+               f"{num(p.margin_saved_usd)} USD ({p.margin_saved_pct:.2f}%); estimated cost "
+               f"{num(p.cost_usd)} USD")
     if p.trades:
-        typer.echo(f"Trades ({len(p.trades)}):")
+        typer.echo(f"Trades ({len(p.trades)}; quantities in coin):")
         for t in p.trades:
-            typer.echo(f"  {t.side:<4} {abs(t.quantity):>12,.6g}  {t.instrument_name:<24} at "
-                       f"{t.price:,.6g}  cost {t.cost:,.2f} USD")
+            unit = price_unit(t.instrument_name)
+            typer.echo(f"  {t.side:<4} {num(abs(t.quantity), 6):>14}  {t.instrument_name:<24} at "
+                       f"{num(t.price, price_decimals(unit))} {unit}  cost {num(t.cost)} USD")
     typer.echo("Limits:")
     for l in p.limits:
-        lo = "-inf" if l.lower is None else f"{l.lower:,.6g}"
-        hi = "+inf" if l.upper is None else f"{l.upper:,.6g}"
-        flag = " binding, shadow price %s USD/unit" % f"{l.shadow_price:,.4g}" if l.binding else ""
-        typer.echo(f"  {l.name:<24} [{lo}, {hi}]  before {l.before:,.6g}  after {l.after:,.6g}{flag}"
-                   f"{' (was breached)' if l.breached_before else ''}")
+        k = limit_decimals(l.name)
+        lo = "-inf" if l.lower is None else num(l.lower, k)
+        hi = "+inf" if l.upper is None else num(l.upper, k)
+        flag = f" binding, shadow price {num(l.shadow_price)} USD per unit" if l.binding else ""
+        typer.echo(f"  {l.name:<24} [{lo}, {hi}] {limit_unit(l.name)}  before {num(l.before, k)}  "
+                   f"after {num(l.after, k)}{flag}{' (was breached)' if l.breached_before else ''}")
+    for x in p.bounds:
+        if x.binding:
+            typer.echo(f"  trade bound {x.name} binds: {num(x.value, 6 if x.name != 'turnover_usd' else 2)} "
+                       f"of {num(x.bound, 6 if x.name != 'turnover_usd' else 2)}"
+                       + (f", shadow price {num(x.shadow_price, 4)} USD per unit" if x.shadow_price else ""))
     for n in p.notes:
         typer.echo(f"Note: {n}")
 
 
-@app.command()
+@app.command(short_help="Margin of a book under an exchange's published method.")
 @_guarded
 def margin(
     portfolio: Path = typer.Option(..., "--portfolio", "-p", help="CSV or JSON book"),
@@ -114,7 +183,8 @@ def margin(
     model: str = typer.Option("deribit-pm", "--model", help="model name or YAML path"),
     scenarios: Optional[Path] = typer.Option(None, help="scenario P&L matrix for scenario-max/-es"),
     covariance: Optional[Path] = typer.Option(None, help="covariance (CSV/.npy) for covariance-var"),
-    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Margin of a book as the exchange's published method computes it."""
     from .margin import margin as compute
@@ -125,55 +195,75 @@ def margin(
         _print_margin(result)
 
 
-@app.command()
+@app.command(short_help="Propose the trades that minimise margin within the limits.")
 @_guarded
 def optimize(
-    portfolio: Path = typer.Option(..., "--portfolio", "-p"),
-    market: Path = typer.Option(..., "--market", "-m"),
-    model: str = typer.Option("deribit-pm", "--model"),
-    spec: Optional[Path] = typer.Option(None, "--spec", "-s", help="rebalance spec YAML"),
-    solver: Optional[str] = typer.Option(None, help="force one solver (HIGHS, CLARABEL, ...)"),
-    scenarios: Optional[Path] = typer.Option(None),
-    covariance: Optional[Path] = typer.Option(None),
-    out: Optional[Path] = typer.Option(None, "--out", help="write proposal JSON, Markdown and report here"),
-    as_json: bool = typer.Option(False, "--json"),
+    portfolio: Path = typer.Option(..., "--portfolio", "-p",
+                                   help="the book: CSV or JSON of positions in coin"),
+    market: Path = typer.Option(..., "--market", "-m", help="market snapshot JSON"),
+    model: str = typer.Option("deribit-pm", "--model",
+                              help="margin model: a name from 'marginopt models' or a YAML path"),
+    spec: Optional[Path] = typer.Option(None, "--spec", "-s",
+                                        help="rebalance spec YAML (limits, universe, trade "
+                                             "bounds, lots, objective); default: no limits"),
+    solver: Optional[str] = typer.Option(None, "--solver",
+                                         help="solver tried first (HIGHS, CLARABEL, SCIP, ...); "
+                                              "default: a chain per problem class"),
+    scenarios: Optional[Path] = typer.Option(None, "--scenarios",
+                                             help="scenario P&L matrix for scenario-max/-es"),
+    covariance: Optional[Path] = typer.Option(None, "--covariance",
+                                              help="covariance (CSV/.npy) for covariance-var"),
+    out: Optional[Path] = typer.Option(None, "--out",
+                                       help="folder to write proposal.json, proposal.md, "
+                                            "report.html and the charts to"),
+    as_json: bool = typer.Option(False, "--json", help="print the proposal as JSON"),
+    debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Propose the trades that minimise margin within the spec's limits."""
     from .optimize import optimize as run
+    _check_solver(solver)
+    _check_out(out)
     snap = _load_market(market)
     proposal = run(portfolio, snap, _load_model(model, scenarios, covariance), spec, solver)
     if out is not None:
-        from .reports import write_proposal
-        write_proposal(proposal, out, market=snap)
-    if as_json:
+        _write(proposal, out, snap, as_json)
+    elif as_json:
         typer.echo(proposal.to_json(indent=1))
     else:
         _print_proposal(proposal)
-        if out is not None:
-            typer.echo(f"Wrote the proposal and its report to {out}")
 
 
-@app.command()
+@app.command(short_help="Optimise the embedded sample book (Deribit PM).")
 @_guarded
-def demo(as_json: bool = typer.Option(False, "--json"),
-         out: Optional[Path] = typer.Option(None, "--out")) -> None:
+def demo(as_json: bool = typer.Option(False, "--json", help="print the proposal as JSON"),
+         out: Optional[Path] = typer.Option(None, "--out",
+                                            help="folder to write proposal.json, proposal.md, "
+                                                 "report.html and the charts to"),
+         debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
     """Optimise the embedded sample BTC + ETH book under Deribit portfolio margin."""
     from .optimize import optimize as run
+    _check_out(out)
     paths = sample_paths()
     proposal = run(paths["portfolio"], paths["market"], "deribit-pm", paths["spec"])
+    if not as_json:
+        from .portfolio import load_portfolio
+        typer.echo(f"marginopt demo: {len(load_portfolio(paths['portfolio']))} positions "
+                   f"(sample data in {paths['portfolio'].parent}), model deribit-pm")
     if out is not None:
-        from .reports import write_proposal
-        write_proposal(proposal, out, market=paths["market"])
-    if as_json:
+        _write(proposal, out, paths["market"], as_json)
+    elif as_json:
         typer.echo(proposal.to_json(indent=1))
-        return
-    from .portfolio import load_portfolio
-    typer.echo(f"marginopt demo: {len(load_portfolio(paths['portfolio']))} positions "
-               f"(sample data in {paths['portfolio'].parent}), model deribit-pm")
-    _print_proposal(proposal)
+    else:
+        _print_proposal(proposal)
 
 
-@app.command()
+class _UTCFormatter(__import__("logging").Formatter):
+    """Log lines stamped with the UTC date and time (cron logs span days and machines)."""
+
+    converter = __import__("time").gmtime
+
+
+@app.command(short_help="Optimise every account of a job file, resumably.")
 @_guarded
 def batch(
     job: Path = typer.Argument(..., help="batch job YAML"),
@@ -184,7 +274,8 @@ def batch(
     max_accounts: Optional[int] = typer.Option(None, "--max-accounts", min=1,
                                                help="compute at most N accounts now, the rest next run"),
     strict: bool = typer.Option(False, "--strict", help="exit 1 if any account failed"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="print the run's summary as JSON"),
+    debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Optimise every account of a job file; re-runs skip the accounts already done."""
     import logging
@@ -194,7 +285,7 @@ def batch(
     handler = None
     if not sys.stderr.isatty():  # no progress bar: plain log lines on stderr
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(_UTCFormatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%SZ"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     try:
@@ -219,9 +310,10 @@ def batch(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="List the margin models, their sources and currencies.")
 @_guarded
-def models(as_json: bool = typer.Option(False, "--json")) -> None:
+def models(as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
+           debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
     """List the margin models with their source and the currencies they cover."""
     from .margin import available_models, model_names
     found = available_models()

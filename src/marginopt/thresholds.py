@@ -38,3 +38,11 @@ WARN_NEAREST_EXPIRY_DAYS = 370.0
 
 #: Largest lot size in coin (lots must also be above zero).
 MAX_LOT_SIZE = 1e6
+
+#: Largest value of a user scenario P&L matrix, USD per coin held (scenario-max/-es): a trillion
+#: USD per coin is past any move of any underlying; larger values only overflow the margin.
+MAX_SCENARIO_PNL_USD = 1e12
+
+#: Largest entry of a user covariance matrix (covariance-var; variances of relative moves and
+#: vol points are far below this).
+MAX_COVARIANCE_ENTRY = 1e6

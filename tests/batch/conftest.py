@@ -31,6 +31,16 @@ BAD_ROWS = {
 }
 
 
+#: issue 10: three more accounts that once stopped a run (a 1e20 book crashed the solver, a
+#: list-shaped spec ended the run with a bare ValueError) or broke the error promise (a binary
+#: portfolio): account index -> (error class, words its error must hold)
+SPECIAL = {
+    117: ("InputError", "acct_117.json: not a UTF-8 text file"),
+    142: ("InvalidValue", "acct_142.csv, row"),
+    167: ("SpecError", "list_spec.yaml: a rebalance spec is a mapping of keys"),
+}
+
+
 def bad_kind(i: int) -> str | None:
     """Every 25th account (from the 7th) has a bad row, the four kinds in turn: 8 in all."""
     if i % 25 != 7:
@@ -55,8 +65,27 @@ def write_accounts(folder: Path, n: int = N_ACCOUNTS) -> dict[str, str]:
             row, cls = BAD_ROWS[kind]
             lines.insert(1 + (i % max(len(lines) - 1, 1)), ",".join(row))
             bad[account_name(i)] = cls
-        (folder / f"{account_name(i)}.csv").write_text("\n".join(lines) + "\n")
+        if i == 117:
+            (folder / f"{account_name(i)}.json").write_bytes(bytes(range(256)) * 2)
+        else:
+            if i == 142:
+                lines.append("BTC-PERPETUAL,1e20")
+            (folder / f"{account_name(i)}.csv").write_text("\n".join(lines) + "\n")
+        if i in SPECIAL:
+            bad[account_name(i)] = SPECIAL[i][0]
     return bad
+
+
+def write_manifest(root: Path, n: int = N_ACCOUNTS) -> Path:
+    """A manifest of the books in ``root/books``; account 167 gets a spec that is a YAML list."""
+    (root / "list_spec.yaml").write_text("- universe: held\n- limits: {}\n")
+    rows = ["account,portfolio,spec"]
+    for i in range(n):
+        book = f"books/{account_name(i)}.{'json' if i == 117 else 'csv'}"
+        rows.append(f"{account_name(i)},{book},{'list_spec.yaml' if i == 167 else ''}")
+    path = root / "accounts.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
 
 
 def write_market(path: Path) -> Path:
@@ -69,9 +98,10 @@ def write_market(path: Path) -> Path:
     return path
 
 
-def write_job(folder: Path, output_dir: str, **extra) -> Path:
-    job = {"accounts_dir": "books", "market": "market.json", "model": "deribit-pm",
-           "spec": "spec.yaml", "output_dir": output_dir, **extra}
+def write_job(folder: Path, output_dir: str, manifest: str | None = None, **extra) -> Path:
+    job = {"market": "market.json", "model": "deribit-pm", "spec": "spec.yaml",
+           "output_dir": output_dir, **extra}
+    job.update({"manifest": manifest} if manifest else {"accounts_dir": "books"})
     path = folder / f"job_{output_dir.replace('/', '_')}.yaml"
     path.write_text(yaml.safe_dump(job))
     return path
@@ -79,9 +109,11 @@ def write_job(folder: Path, output_dir: str, **extra) -> Path:
 
 @pytest.fixture(scope="session")
 def batch_dir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A folder with books/ (200 accounts), market.json and spec.yaml; and the bad accounts."""
+    """A folder with books/ (200 accounts), accounts.csv (their manifest), market.json and
+    spec.yaml; and the bad accounts."""
     root = tmp_path_factory.mktemp("batch")
     bad = write_accounts(root / "books")
+    write_manifest(root)
     write_market(root / "market.json")
     shutil.copy(sample_paths()["spec"], root / "spec.yaml")
     return root, bad

@@ -21,7 +21,7 @@ import pytest
 
 from marginopt.batch import SUMMARY_COLUMNS, run_batch
 
-from .conftest import N_ACCOUNTS, write_job
+from .conftest import N_ACCOUNTS, SPECIAL, account_name, write_job
 
 OK_STATUSES = {"optimal", "no_trade", "restores_limits"}
 
@@ -56,7 +56,7 @@ def assert_same_results(a: pd.DataFrame, b: pd.DataFrame, out_a: Path, out_b: Pa
 def interrupted(batch_dir):
     """An in-process run stopped after 100 accounts, then resumed to completion."""
     root, _ = batch_dir
-    job = write_job(root, "out_inprocess")
+    job = write_job(root, "out_inprocess", manifest="accounts.csv")
     first = run_batch(job, max_accounts=100, progress=False)
     # a run killed mid-write leaves temporary files behind: they are never read as results
     half = root / "out_inprocess" / "accounts" / first.pending[0]
@@ -74,7 +74,8 @@ def inprocess(interrupted):
 @pytest.fixture(scope="module")
 def on_dask(batch_dir):
     root, _ = batch_dir
-    return run_batch(write_job(root, "out_dask"), workers=2, progress=False)
+    return run_batch(write_job(root, "out_dask", manifest="accounts.csv"), workers=2,
+                     progress=False)
 
 
 def test_in_process_runs_every_account_and_reports_the_bad_ones(batch_dir, inprocess):
@@ -108,14 +109,41 @@ def test_in_process_runs_every_account_and_reports_the_bad_ones(batch_dir, inpro
     assert list(csv["account"]) == list(s["account"])
     assert (out / "margin_saved.png").read_bytes()[:4] == b"\x89PNG"
     log = (out / "run.log").read_text()
-    assert log.count(" computed acct_") == N_ACCOUNTS      # each account computed exactly once
+    # each account computed exactly once (a spec that cannot be read rejects its account up front)
+    assert log.count(" computed acct_") == N_ACCOUNTS - 1
+    assert log.count(f" rejected {account_name(167)}: error SpecError") == 2   # once per run
     assert not list(out.rglob("*.tmp"))
+
+
+def test_a_1e20_book_a_list_shaped_spec_and_a_binary_book_are_reported_in_plain_words(
+        batch_dir, inprocess, on_dask):
+    """Issue 10: among 200 accounts, a 1e20 book (once a native crash), a spec that is a YAML
+    list (once a bare ValueError ending the run) and a binary portfolio: both runs finish, each
+    of the three is its own one-line error naming its file, and the other 197 are identical."""
+    for result in (inprocess, on_dask):
+        s = result.summary.set_index("account")
+        assert len(s) == N_ACCOUNTS and (s["status"] != "pending").all()
+        for i, (cls, words) in SPECIAL.items():
+            row = s.loc[account_name(i)]
+            assert row["status"] == "error" and row["error_class"] == cls, row["error"]
+            assert words in row["error"] and "\n" not in row["error"]
+            assert "Traceback" not in row["error"] and "ValueError" not in row["error"]
+    big = inprocess.summary.set_index("account").loc[account_name(142), "error"]
+    assert "field 'quantity'" in big and "1e+10 coin" in big
+    others = [account_name(i) for i in range(N_ACCOUNTS) if i not in SPECIAL]
+    a = inprocess.summary[inprocess.summary["account"].isin(others)].reset_index(drop=True)
+    b = on_dask.summary[on_dask.summary["account"].isin(others)].reset_index(drop=True)
+    assert len(a) == len(b) == N_ACCOUNTS - 3
+    for col in ("account", "status", "error", "error_class", "input_hash"):
+        assert list(a[col]) == list(b[col]), col
+    np.testing.assert_allclose(a["margin_after_usd"].astype(float), b["margin_after_usd"].astype(float),
+                               rtol=1e-9, atol=1e-9)
 
 
 def test_dask_cluster_gives_the_same_results(batch_dir, inprocess, on_dask):
     root, _ = batch_dir
     assert on_dask.workers.startswith("local Dask cluster of 2")
-    assert len(on_dask.computed) == N_ACCOUNTS
+    assert len(on_dask.computed) == N_ACCOUNTS - 1     # and the list-shaped spec's, rejected
     assert_same_results(inprocess.summary, on_dask.summary, root / "out_inprocess", root / "out_dask")
     log = (root / "out_dask" / "run.log").read_text()
     assert "dask " in log and "2 workers" in log
@@ -123,25 +151,26 @@ def test_dask_cluster_gives_the_same_results(batch_dir, inprocess, on_dask):
 
 def test_rerun_skips_everything(batch_dir, inprocess, on_dask):
     root, _ = batch_dir
-    again = run_batch(write_job(root, "out_inprocess"), progress=False)
-    assert again.computed == [] and len(again.skipped) == N_ACCOUNTS
+    again = run_batch(write_job(root, "out_inprocess", manifest="accounts.csv"), progress=False)
+    assert again.computed == [] and len(again.skipped) == N_ACCOUNTS - 1  # and 167, rejected again
     # accounts in error with a marginopt error are final too: same inputs, same error
-    assert again.summary["status"].eq("error").sum() == 8
+    assert again.summary["status"].eq("error").sum() == 8 + len(SPECIAL)
     pd.testing.assert_frame_equal(again.summary, inprocess.summary)
 
 
 def test_interrupted_run_resumes_with_only_the_missing_accounts(batch_dir, interrupted, on_dask):
     root, _ = batch_dir
     first, second = interrupted
-    assert len(first.computed) == 100 and len(first.pending) == N_ACCOUNTS - 100
-    assert (first.summary["status"] == "pending").sum() == N_ACCOUNTS - 100
+    # 200 accounts: 100 computed, 99 left for later, 1 rejected up front (its spec is a list)
+    assert len(first.computed) == 100 and len(first.pending) == N_ACCOUNTS - 101
+    assert (first.summary["status"] == "pending").sum() == N_ACCOUNTS - 101
     assert sorted(second.computed) == sorted(first.pending)
     assert sorted(second.skipped) == sorted(first.computed)
     log = (root / "out_inprocess" / "run.log").read_text().splitlines()
     starts = [i for i, l in enumerate(log) if " run start: " in l]
     last_run = log[starts[1]:]
-    assert "100 up to date, 100 to compute" in last_run[0]
-    assert sum(" computed acct_" in l for l in last_run) == N_ACCOUNTS - 100
+    assert "100 up to date, 99 to compute" in last_run[0]
+    assert sum(" computed acct_" in l for l in last_run) == N_ACCOUNTS - 101
     # the resumed result is the clean run's
     assert_same_results(on_dask.summary, second.summary, root / "out_dask", root / "out_inprocess")
 

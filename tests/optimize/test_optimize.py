@@ -25,7 +25,7 @@ def test_sample_book_saves_margin_and_agrees_with_calculator(sample):
     assert p.margin_after.initial_margin_usd == pytest.approx(after.initial_margin_usd, rel=1e-12)
     # the solver's objective and the calculator agree on the post-trade book
     assert p.solver_margin_usd == pytest.approx(after.initial_margin_usd, rel=1e-7, abs=1e-4)
-    assert p.solver == "HIGHS" and p.problem_class == "LP"
+    assert p.solver == "HIGHS (native)" and p.problem_class == "LP"  # the native LP path
     assert not any("differs from the calculator" in n for n in p.notes)
     assert p.binding_limits, "with relative vega/gamma limits something binds"
     for lim in p.binding_limits:
@@ -197,6 +197,7 @@ def test_close_only_and_no_new_instruments(sample):
 
 def test_resolve_with_new_snapshot_reuses_compiled_problem(sample):
     book, market, spec = sample
+    spec = spec.model_copy(update={"solver": "cvxpy"})  # the cvxpy problem (test_native: the native one)
     reb = Rebalancer("deribit-pm", spec)
     first = reb.optimize(book, market)
     prob = next(iter(reb._problems.values()))

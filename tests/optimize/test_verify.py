@@ -134,6 +134,11 @@ def test_proposals_carry_what_verified_them(sample):
 
 
 # --------------------------------------------------------------------------- claims
+def _cvxpy_path(spec: mo.RebalanceSpec) -> mo.RebalanceSpec:
+    """These tests make cvxpy's solvers lie: the cvxpy path, not the native HiGHS model."""
+    return spec.model_copy(update={"solver": "cvxpy"})
+
+
 class _Liar:
     """Make one solver (or every one: ``"*"``) answer with a given status and no values."""
 
@@ -152,6 +157,7 @@ class _Liar:
 
 def test_false_infeasible_claim_is_not_believed(sample, monkeypatch):
     book, market, spec = sample
+    spec = _cvxpy_path(spec)
     _Liar(monkeypatch, "HIGHS", cp.INFEASIBLE)
     p = mo.optimize(book, market, "deribit-pm", spec)
     assert_sound(p)
@@ -162,6 +168,7 @@ def test_false_infeasible_claim_is_not_believed(sample, monkeypatch):
 
 def test_infeasible_claim_refuted_by_trading_nothing(sample, monkeypatch):
     book, market, spec = sample
+    spec = _cvxpy_path(spec)
     _Liar(monkeypatch, "*", cp.INFEASIBLE)  # every solver: nothing to fall back to
     p = mo.optimize(book, market, "deribit-pm", spec)
     assert p.status == "no_trade" and not p.trades
@@ -170,6 +177,7 @@ def test_infeasible_claim_refuted_by_trading_nothing(sample, monkeypatch):
 
 def test_unbounded_claim_is_a_failed_attempt(sample, monkeypatch):
     book, market, spec = sample
+    spec = _cvxpy_path(spec)
     _Liar(monkeypatch, "HIGHS", cp.UNBOUNDED)
     p = mo.optimize(book, market, "deribit-pm", spec)
     assert_sound(p)
@@ -179,6 +187,7 @@ def test_unbounded_claim_is_a_failed_attempt(sample, monkeypatch):
 
 def test_solver_exceptions_are_typed(sample, monkeypatch):
     book, market, spec = sample
+    spec = _cvxpy_path(spec)
 
     def boom(problem, *args, **kwargs):
         raise cp.error.SolverError("native failure")
@@ -191,6 +200,7 @@ def test_solver_exceptions_are_typed(sample, monkeypatch):
 
 def test_inaccurate_answers_that_disagree_are_not_shipped(sample, monkeypatch):
     book, market, spec = sample
+    spec = _cvxpy_path(spec)
     real = _solvers.solve
 
     def skewed(problem, problem_class, solver=None, **kwargs):

@@ -143,6 +143,9 @@ def resolve_accounts(job: BatchJob) -> list[Account]:
             raise InputError("accounts_dir is not a folder", source=str(folder), field="accounts_dir")
         files = sorted(p for p in folder.glob(job.pattern)
                        if p.is_file() and p.suffix.lower() in PORTFOLIO_SUFFIXES)
+        if not files:
+            raise InputError(f"no portfolio file (*.csv, *.json) in {folder} matches pattern "
+                             f"'{job.pattern}'", source=str(folder), field="pattern")
         for p in files:
             accounts.append(Account(p.stem, p, where=str(p)))
     else:
@@ -163,7 +166,17 @@ def resolve_accounts(job: BatchJob) -> list[Account]:
             if col not in frame.columns:
                 raise InputError(f"the manifest needs an '{col}' column", source=str(manifest),
                                  field=col)
+        if frame.empty:
+            raise InputError("the manifest lists no account", source=str(manifest))
         base = manifest.parent
+        first_row: dict[str, int] = {}
+        for i, row in enumerate(frame.to_dict(orient="records"), start=1):
+            name = str(row.get("account") or "").strip()
+            if name and name.lower() in first_row:
+                raise InputError(f"account '{name}' is listed twice (rows {first_row[name.lower()]} "
+                                 f"and {i}); give each account once", source=str(manifest),
+                                 row=i, field="account", value=name)
+            first_row.setdefault(name.lower(), i)
         for i, row in enumerate(frame.to_dict(orient="records"), start=1):
             where = f"{manifest}, row {i}"
             name = str(row.get("account") or "").strip()
@@ -180,17 +193,17 @@ def resolve_accounts(job: BatchJob) -> list[Account]:
                 spec_overrides=str(overrides) if _present(overrides) else None, where=where,
                 problem=None if port else f"{where}, field 'portfolio': no portfolio file"))
     seen: dict[str, str] = {}
+    for a in accounts:   # two books of the same name (desk_a.csv and desk_a.json)
+        if a.name.lower() in seen:
+            raise InputError(f"account '{a.name}' is given twice ({seen[a.name.lower()]} and "
+                             f"{a.where}); give each account once", field="account", value=a.name)
+        seen[a.name.lower()] = a.where
     out = []
     for a in accounts:
         if a.problem is None and a.folder_name is None:
             a = Account(a.name, a.portfolio, a.spec_file, a.spec_overrides, a.where,
                         f"{a.where}: account name '{a.name}' cannot name a folder (use letters, "
                         "digits, '.', '_' and '-')")
-        elif a.problem is None and a.name.lower() in seen:
-            a = Account(a.name, a.portfolio, a.spec_file, a.spec_overrides, a.where,
-                        f"{a.where}: account '{a.name}' is listed twice (first in {seen[a.name.lower()]})")
-        else:
-            seen.setdefault(a.name.lower(), a.where)
         out.append(a)
     return out
 

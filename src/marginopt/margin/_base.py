@@ -71,6 +71,59 @@ class Term:
     constraints: list[cp.Constraint] = field(default_factory=list)
 
 
+#: A sparse matrix as coordinate triples ``(rows, columns, values)``.
+Coo = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LinearRows:
+    """A linear term as rows of a linear program, over the pool positions ``x`` and the term's
+    own columns ``a`` (epigraph and split variables):
+
+        row_lower <= X x + A a <= row_upper,    col_lower <= a <= col_upper,
+
+    with the term's value at ``x`` equal to ``min cost @ a`` over those ``a`` (``cost >= 0``).
+    ``x_matrix`` is dense (its rows are the first rows of the block, the others do not involve
+    ``x``) or coordinates; ``a_matrix`` is coordinates. Everything but the pattern is a number of
+    the component's ``values``: a new snapshot of the same structure changes numbers only.
+    ``pattern`` is what, besides the shapes, fixes where the nonzeros are."""
+
+    x_matrix: np.ndarray | Coo
+    a_matrix: Coo
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+    col_lower: np.ndarray
+    col_upper: np.ndarray
+    cost: np.ndarray
+    pattern: tuple = ()
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.row_lower.size)
+
+    @property
+    def n_cols(self) -> int:
+        return int(self.cost.size)
+
+    def x_coo(self, n_pool: int) -> Coo:
+        """``X`` as coordinates over the pool positions (dense blocks: every entry, zeros too, so
+        the pattern stays the same from one snapshot to the next)."""
+        if isinstance(self.x_matrix, tuple):
+            return self.x_matrix
+        k = self.x_matrix.shape[0]
+        return (np.repeat(np.arange(k), n_pool), np.tile(np.arange(n_pool), k), self.x_matrix.ravel())
+
+    def x_times(self, x: np.ndarray) -> np.ndarray:
+        """``X x`` (one value per row of the block)."""
+        out = np.zeros(self.n_rows)
+        if isinstance(self.x_matrix, tuple):
+            r, c, v = self.x_matrix
+            out += np.bincount(r, v * x[c], minlength=self.n_rows)
+        else:
+            out[: self.x_matrix.shape[0]] = self.x_matrix @ x
+        return out
+
+
 class BoundComponent(ABC):
     """A rule bound to one pool; ``values`` are its market-dependent arrays.
 
@@ -117,6 +170,12 @@ class BoundComponent(ABC):
         """What, besides the shapes of ``values``, changes this component's cvxpy form: a
         compiled problem is re-used only while every component's key stays the same."""
         return ()
+
+    def linear_rows(self, values: dict[str, np.ndarray]) -> LinearRows | None:
+        """The term as rows of a linear program built from ``values`` (the arrays ``evaluate``
+        uses), for the optimizer's native LP path; ``None`` (the default) when the term has no
+        such form, and the cvxpy problem is used instead."""
+        return None
 
     def linearize(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None
                   ) -> tuple[float, np.ndarray]:
@@ -212,5 +271,5 @@ def _validate_component(value: Any) -> ComponentSpec:
 #: with every key of that spec.
 AnyComponentSpec = Annotated[ComponentSpec, SerializeAsAny(), PlainValidator(_validate_component)]
 
-__all__ = ["AnyComponentSpec", "BoundComponent", "CONES", "ComponentSpec", "Cone", "PoolContext",
-           "Term", "register", "registered_components", "unregister"]
+__all__ = ["AnyComponentSpec", "BoundComponent", "CONES", "ComponentSpec", "Cone", "Coo", "LinearRows",
+           "PoolContext", "Term", "register", "registered_components", "unregister"]

@@ -12,9 +12,23 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._io import read_matrix
+from ..thresholds import MAX_COVARIANCE_ENTRY, MAX_SCENARIO_PNL_USD
 from ..errors import ModelError, UnsupportedCurrency, UnsupportedInstrument
 from ..scenarios import ScenarioGrid, VolShock, delta_in_margin_currency, revalue
-from ._base import BoundComponent, ComponentSpec, Cone, PoolContext, Term, register
+from ._base import BoundComponent, ComponentSpec, Cone, Coo, LinearRows, PoolContext, Term, register
+
+
+def _abs_rows(matrix: Coo, groups: int) -> LinearRows:
+    """``sum_g |M_g x|`` (``M`` as coordinates, ``groups`` rows): one column ``a_g`` per row with
+    ``a_g - M_g x >= 0`` and ``a_g + M_g x >= 0``; the value is ``sum_g a_g`` at the optimum."""
+    r, c, v = matrix
+    k = np.arange(groups)
+    return LinearRows(
+        x_matrix=(np.concatenate([r, groups + r]), np.concatenate([c, c]), np.concatenate([-v, v])),
+        a_matrix=(np.arange(2 * groups), np.concatenate([k, k]), np.ones(2 * groups)),
+        row_lower=np.zeros(2 * groups), row_upper=np.full(2 * groups, np.inf),
+        col_lower=np.zeros(groups), col_upper=np.full(groups, np.inf), cost=np.ones(groups),
+        pattern=(r.tobytes(), c.tobytes()))
 
 
 class RiskMatrix(BoundComponent):
@@ -51,6 +65,20 @@ class RiskMatrix(BoundComponent):
         losses = cp.maximum(-p, -self.pnl_offset * p) - params["dampener"] if self.pnl_offset else -p - params["dampener"]
         return Term(cp.maximum(cp.max(losses), 0.0))
 
+    def linear_rows(self, values: dict[str, np.ndarray]) -> LinearRows:
+        """One epigraph column ``m >= 0`` and a row per scenario, ``m + p_s >= -d_s`` (and
+        ``m + k p_s >= -d_s`` with a P&L offset ``k``). With ``k = 0`` the gain branch
+        ``max(-p_s, 0) - d_s`` is at most ``-d_s``: a lower bound of ``m``."""
+        pnl, damp = values["pnl"], values["dampener"]
+        k = self.pnl_offset
+        x = np.vstack([pnl, k * pnl]) if k else pnl
+        lower = np.concatenate([-damp, -damp]) if k else -damp
+        floor = 0.0 if k or not damp.size else max(0.0, float(-damp.min()))
+        rows = x.shape[0]
+        return LinearRows(x, (np.arange(rows), np.zeros(rows, dtype=int), np.ones(rows)),
+                          lower, np.full(rows, np.inf), np.array([floor]), np.array([np.inf]),
+                          np.ones(1), (bool(k),))
+
     def details(self, x: np.ndarray) -> dict[str, Any]:
         losses = self._losses(x, self.values())
         worst = int(np.argmax(losses)) if losses.size else None
@@ -80,6 +108,11 @@ class AbsExposure(BoundComponent):
     def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
         return Term(cp.sum(cp.abs(params["exposure"] @ x)))
 
+    def linear_rows(self, values: dict[str, np.ndarray]) -> LinearRows:
+        e = values["exposure"]
+        r, c = np.nonzero(self.exposure)  # the groups' members (not this snapshot's zeros)
+        return _abs_rows((r, c, e[r, c]), e.shape[0])
+
 
 class SizeCharge(BoundComponent):
     """Per-position ``a_i |x_i| + b_i x_i^2`` (Deribit futures: rate grows with size)."""
@@ -108,6 +141,16 @@ class SizeCharge(BoundComponent):
             expr = expr + params["quadratic"] @ cp.square(x)
         return Term(expr)
 
+    def linear_rows(self, values: dict[str, np.ndarray]) -> LinearRows | None:
+        """``a_i |x_i|`` by one column per charged position; none when a quadratic part is set."""
+        if np.any(values["quadratic"]):
+            return None
+        nz = np.flatnonzero(self.linear)
+        k = nz.size
+        rows = _abs_rows((np.arange(k), nz, np.ones(k)), k)
+        return LinearRows(rows.x_matrix, rows.a_matrix, rows.row_lower, rows.row_upper,
+                          rows.col_lower, rows.col_upper, values["linear"][nz], (nz.tobytes(),))
+
 
 class ShortCharge(BoundComponent):
     """Per-position ``c_i * max(-x_i, 0)``: a charge per unit short, nothing for longs."""
@@ -126,6 +169,15 @@ class ShortCharge(BoundComponent):
 
     def term(self, x: cp.Expression, params: dict[str, cp.Parameter]) -> Term:
         return Term(params["charge"] @ cp.neg(x))
+
+    def linear_rows(self, values: dict[str, np.ndarray]) -> LinearRows:
+        """``c_i max(-x_i, 0)`` by one column ``s_i >= 0`` per charged position, ``s_i + x_i >= 0``."""
+        nz = np.flatnonzero(self.charge)
+        k = nz.size
+        one = np.ones(k)
+        return LinearRows((np.arange(k), nz, one), (np.arange(k), np.arange(k), one),
+                          np.zeros(k), np.full(k, np.inf), np.zeros(k), np.full(k, np.inf),
+                          values["charge"][nz], (nz.tobytes(),))
 
 
 class FactorRisk(BoundComponent):
@@ -182,6 +234,21 @@ class ExpectedShortfall(BoundComponent):
         losses = -(params["pnl"] @ x)
         tail = (1.0 - self.level) * self.raw_pnl.shape[0]
         return Term(cp.maximum(z + cp.sum(cp.pos(losses - z)) / tail, 0.0))
+
+    def linear_rows(self, values: dict[str, np.ndarray]) -> LinearRows:
+        """Rockafellar-Uryasev: columns ``u_s >= 0`` (one per scenario), ``z`` free and ``e >= 0``;
+        rows ``p_s + u_s + z >= 0`` and ``e - z - sum(u) / tail >= 0``; the value is ``e``."""
+        pnl = values["pnl"]
+        s = pnl.shape[0]
+        tail = (1.0 - self.level) * s
+        k = np.arange(s)
+        a = (np.concatenate([k, k, [s, s], np.full(s, s)]),
+             np.concatenate([k, np.full(s, s), [s + 1, s], k]),
+             np.concatenate([np.ones(2 * s), [1.0, -1.0], np.full(s, -1.0 / tail)]))
+        cost = np.zeros(s + 2)
+        cost[s + 1] = 1.0
+        return LinearRows(pnl, a, np.zeros(s + 1), np.full(s + 1, np.inf),
+                          np.r_[np.zeros(s), -np.inf, 0.0], np.full(s + 2, np.inf), cost)
 
     def details(self, x: np.ndarray) -> dict[str, Any]:
         pnl = self.raw_pnl @ x
@@ -427,6 +494,9 @@ class CovarianceVarSpec(ComponentSpec):
         if not np.isfinite(arr).all():
             raise ModelError("covariance has a value that is not a finite number", source=source,
                              field=fld)
+        if arr.size and np.abs(arr).max() > MAX_COVARIANCE_ENTRY:
+            raise ModelError(f"covariance has an implausibly large value ({np.abs(arr).max():.3g}; "
+                             f"at most {MAX_COVARIANCE_ENTRY:g} is accepted)", source=source, field=fld)
         if not np.allclose(arr, arr.T, rtol=0, atol=1e-12 * max(1.0, np.abs(arr).max())):
             raise ModelError("covariance must be symmetric", source=source, field=fld)
         return arr
@@ -466,7 +536,7 @@ class _UserMatrixSpec(ComponentSpec):
     instruments: list[str] | None = None
 
     def load(self, model_dir: Path | None) -> tuple[tuple[str, ...], list[str], np.ndarray]:
-        data, names, labels = self.matrix, self.instruments, None
+        data, names, labels, source = self.matrix, self.instruments, None, None
         if isinstance(data, str) and not data:
             raise ModelError("this model needs a scenario P&L matrix: pass scenario_matrix= to "
                              "load_model or --scenarios FILE on the command line",
@@ -476,7 +546,7 @@ class _UserMatrixSpec(ComponentSpec):
             if not path.exists():
                 raise ModelError("scenario matrix file not found", source=str(path),
                                  field=f"{self.name}.matrix")
-            fld = f"{self.name}.matrix"
+            fld, source = f"{self.name}.matrix", str(path)
             if path.suffix == ".npy":
                 data = read_matrix(path, "scenario matrix file", ModelError, field=fld)
             else:
@@ -501,7 +571,12 @@ class _UserMatrixSpec(ComponentSpec):
         if not np.isfinite(arr).all():
             r, c = np.argwhere(~np.isfinite(arr))[0]
             raise ModelError(f"scenario matrix has a non-finite value at scenario {r + 1}",
-                             row=r + 1, field=names[c])
+                             source=source, row=r + 1, field=names[c])
+        if arr.size and np.abs(arr).max() > MAX_SCENARIO_PNL_USD:
+            r, c = np.argwhere(np.abs(arr) > MAX_SCENARIO_PNL_USD)[0]
+            raise ModelError(f"scenario matrix value {arr[r, c]:.3g} USD per coin is implausibly "
+                             f"large (at most {MAX_SCENARIO_PNL_USD:g} in absolute value)",
+                             source=source, row=r + 1, field=names[c])
         labels = labels or tuple(f"scenario {i + 1}" for i in range(arr.shape[0]))
         return labels, [n.upper() for n in names], arr
 

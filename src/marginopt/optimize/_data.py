@@ -17,7 +17,7 @@ from ..instruments import Instrument, Kind, parse_instrument
 from ..margin import BoundModel, MarginModel
 from ..market import MarketSnapshot, PricingInputs
 from ..portfolio import Portfolio
-from ._spec import RebalanceSpec, bucket_range
+from ._spec import Lots, RebalanceSpec, bucket_range
 
 T = TypeVar("T")
 
@@ -117,6 +117,7 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
     excluded: dict[str, str] = {}
     keep: list[Instrument] = []
     listed = set(market.rows.index)
+    _check_spec_names(spec, held | listed)
     for name in _candidates(book, market, spec):
         if name in held:
             keep.append(parse_instrument(name))  # the book must price: errors propagate
@@ -192,6 +193,36 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
     universe = Universe(tuple(keep), x0, buy_max, sell_max, excluded,
                         {k: v for k, v in frozen.items() if k in held})
     return universe, bound, inputs
+
+
+def _unknown_name(spec: RebalanceSpec, name: str, what: str, choices: set[str], fld: str) -> SpecError:
+    close = difflib.get_close_matches(name, sorted(choices), n=3)
+    if not close:   # a case slip ("btc-option") is close to nothing by difflib's measure
+        close = [c for c in sorted(choices) if c.upper() == name.upper()]
+    return SpecError(f"{name} is not {what}" + (f" (closest: {', '.join(close)})" if close else ""),
+                     source=spec.source, field=fld, value=name)
+
+
+def _check_spec_names(spec: RebalanceSpec, known: set[str]) -> None:
+    """Names in a ``universe`` list and ``lots.sizes`` keys must exist: a typo is an error naming
+    it and the closest names, never an instrument silently left out or a lot size never used."""
+    if isinstance(spec.universe, list):
+        for raw in spec.universe:
+            n = raw.strip().upper()
+            if n not in known:
+                raise _unknown_name(spec, raw, "an instrument of the book or the market snapshot",
+                                    known, "universe")
+    if spec.lots.sizes:
+        # kinds of the snapshot's instruments, and those with shipped lot sizes (a shared spec
+        # may size ETH options for a book and market without ETH: that applies to nothing)
+        kinds = {f"{i.underlying}-{'option' if i.is_option else 'future'}"
+                 for i in (_try_parse(n) for n in known) if i is not None}
+        kinds |= {f"{k.split('-')[0]}-{kind}" for k in Lots.DEFAULTS for kind in ("option", "future")}
+        for key in spec.lots.sizes:
+            if key not in known and key not in kinds:
+                raise _unknown_name(spec, key, "an instrument of the book or the market snapshot, "
+                                    f"nor a kind of them ({', '.join(sorted(kinds))})",
+                                    known | kinds, f"lots.sizes.{key}")
 
 
 def open_interest_coin(instruments: list[Instrument] | tuple[Instrument, ...],

@@ -17,15 +17,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import Infeasible, OptimizationError, SolverFailed, VerificationFailed
+from ..errors import Infeasible, OptimizationError, SolverFailed, SpecError, VerificationFailed
 from ..margin import MarginModel, MarginResult, load_model
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio
 from ._data import Universe, build_universe, greeks_summary, limit_rows, open_interest_coin
+from ._native import SOLVER as NATIVE, NativeModels
 from ._problem import ProblemData, RawSolution, RebalanceProblem
 from ._proposal import BoundCheck, LimitCheck, Proposal, Trade
 from ._solvers import SolveReport, chain, installed_solvers
-from ._spec import RebalanceSpec, load_spec
+from ._spec import SOLVER_PATHS, RebalanceSpec, load_spec
 from ._verify import LIMIT_TOLERANCE, Verification, Verifier
 
 __all__ = ["LIMIT_TOLERANCE", "Rebalancer", "optimize"]
@@ -94,8 +95,12 @@ class Rebalancer:
                  solver: str | None = None) -> None:
         self.model = load_model(model)
         self.spec = load_spec(spec)
-        self.solver = solver or self.spec.solver
+        choice = solver or self.spec.solver
+        # "native" / "cvxpy" choose a path; any other name is a cvxpy solver (the cvxpy path)
+        self.path = choice.lower() if choice and choice.lower() in SOLVER_PATHS else None
+        self.solver = None if self.path else choice
         self._problems: dict[tuple, RebalanceProblem] = {}
+        self.native = NativeModels()  # persistent HiGHS models (linear problems), by structure
         self.builds = 0
 
     # ------------------------------------------------------------------ data
@@ -166,7 +171,10 @@ class Rebalancer:
 
     # ------------------------------------------------------------------ the search
     def _search(self, prob: RebalanceProblem, data: ProblemData, search: _Search) -> None:
-        """Answers from each solver of the chain in turn, until one gives an answer that passes."""
+        """Answers from each solver of the chain in turn, until one gives an answer that passes
+        (the native HiGHS path first, where the problem is linear and the spec allows it)."""
+        if self._native(data, search):
+            return
         claims: list[str] = []
         for name in self._chain(prob):
             try:
@@ -209,6 +217,32 @@ class Rebalancer:
             if search.passed:
                 return
         self._confirm_no_answer(prob, data, search, claims)
+
+    def _native(self, data: ProblemData, search: _Search) -> bool:
+        """The persistent HiGHS model (``_native.py``) unless the spec names cvxpy or a solver:
+        whether an answer of it passed verification (if not, the cvxpy path runs; the log says why)."""
+        if self.path == "cvxpy" or self.solver:
+            return False
+        try:
+            model = self.native.get(data, self.spec)
+            if isinstance(model, str):
+                if self.path == "native":
+                    raise SpecError(f"solver native cannot solve this problem: {model} (use cvxpy)",
+                                    field="solver")
+                return False
+            stage1, stage2 = model.solve()
+        except OptimizationError as exc:
+            search.log += getattr(exc, "attempts", []) or [(NATIVE, str(exc))]
+            search.log.append((NATIVE, "no answer: the cvxpy problem is solved instead"))
+            return False
+        search.add_reports(stage1.reports)
+        for a in (stage2, stage1):
+            if a is not None:
+                search.consider(self._clean(a.trades, data.universe), f"{NATIVE} {a.stage}", a,
+                                a.objective_margin_usd)
+        if not search.passed:
+            search.log.append((NATIVE, "no answer passed verification: the cvxpy problem is solved instead"))
+        return bool(search.passed)
 
     def _without_impact(self, data: ProblemData, search: _Search) -> None:
         """Every cone solver failed on the impact-cost problem (its power cones can be badly
@@ -348,7 +382,13 @@ class Rebalancer:
         buy_lots, sell_lots = np.maximum(trades, 0) / lot, np.maximum(-trades, 0) / lot
         continuous = data.bound.initial_margin_usd(data.universe.x0 + trades)
         claims: list[str] = []
+        deadline = time.perf_counter() + self.spec.time_limit_s  # one budget for every width
         for width in (1.0, 3.0, None):
+            left = deadline - time.perf_counter()
+            if left <= 0.0:
+                search.log.append(("whole-lot search", f"the {self.spec.time_limit_s:g} s time limit "
+                                   "was spent before every box was searched"))
+                break
             if width is None:
                 prob.set_lot_box(np.zeros_like(max_buy), max_buy, np.zeros_like(max_sell), max_sell)
             else:
@@ -356,7 +396,7 @@ class Rebalancer:
                                  np.maximum(np.floor(sell_lots) - width + 1, 0), np.minimum(np.ceil(sell_lots) + width - 1, max_sell))
             where = "the whole universe" if width is None else f"within {int(width)} lot(s) of the continuous optimum"
             try:
-                stage1, stage2 = prob.solve(self.solver)
+                stage1, stage2 = prob.solve(self.solver, time_limit_s=left)
             except OptimizationError as exc:
                 search.log.append((f"whole-lot search {where}", str(exc).splitlines()[0]))
                 if width is None and isinstance(exc, Infeasible):

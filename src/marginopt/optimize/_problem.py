@@ -9,6 +9,7 @@ own cvxpy term, built from the same arrays the calculator evaluates, scaled to U
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import cvxpy as cp
@@ -25,6 +26,8 @@ from ._spec import RebalanceSpec
 #: solver's feasibility tolerance (SCIP's is 1e-9, relative) still meets the figure itself when
 #: the verifier checks it
 _INSIDE = 1e-7
+#: a mixed-integer tie-break is not started with less than this many seconds of the budget left
+_MIN_STAGE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -344,17 +347,25 @@ class RebalanceProblem:
         return getattr(self.stage1._cache, "param_prog", None)
 
     # ------------------------------------------------------------------ solving
-    def solve(self, solver: str | None = None) -> tuple[RawSolution, RawSolution | None]:
-        """Stage 1, then the tie-break with the solver that answered stage 1. Returns both answers
-        (stage 2 is None when it failed; why is in stage 1's reports): the caller verifies them."""
-        limit = self.spec.time_limit_s
-        first = solve(self.stage1, self.problem_class, solver, bounded_below=True, time_limit_s=limit)
+    def solve(self, solver: str | None = None, time_limit_s: float | None = None
+              ) -> tuple[RawSolution, RawSolution | None]:
+        """Stage 1, then the tie-break with the solver that answered stage 1, both within one time
+        budget (mixed-integer searches). Returns both answers (stage 2 is None when it failed or
+        the budget was spent; why is in stage 1's reports): the caller verifies them."""
+        budget = self.spec.time_limit_s if time_limit_s is None else time_limit_s
+        start = time.perf_counter()
+        first = solve(self.stage1, self.problem_class, solver, bounded_below=True, time_limit_s=budget)
         stage1 = self._answer("stage 1", (first,))
         best = float(self.objective.value)
         self._set("stage1_best", best + 1e-9 * abs(best) + 1e-6)
+        left = budget - (time.perf_counter() - start)
+        if self.problem_class.integer and left < _MIN_STAGE_S:
+            skipped = SolveReport(first.solver, "tie-break failed", 0.0,
+                                  ("stage 2 skipped: the time limit was spent on stage 1",))
+            return replace(stage1, reports=(first, skipped)), None
         try:
             second = solve(self.stage2, self.problem_class, first.solver, bounded_below=True,
-                           time_limit_s=limit)
+                           time_limit_s=max(left, _MIN_STAGE_S))
         except OptimizationError as exc:  # the stage-1 answer stands; say why stage 2 did not
             failed = SolveReport(first.solver, "tie-break failed", 0.0, (f"stage 2 failed: {exc}",))
             return replace(stage1, reports=(first, failed)), None

@@ -152,19 +152,21 @@ class Proposal:
         return pd.DataFrame([asdict(l) for l in self.limits], columns=cols)
 
     def to_markdown(self) -> str:
+        from .._format import (bound_decimals, bound_unit, limit_decimals, limit_unit, num,
+                               price_decimals, price_unit, status_words)
         b, a = self.margin_before, self.margin_after
         lines = [
             f"# Margin proposal ({self.model})", "",
-            f"**Status:** {self.status}. {self.reason}", "",
+            f"**Status:** {self.status} ({status_words(self.status)}). {self.reason}", "",
             "| | initial margin (USD) | maintenance margin (USD) |", "|---|---:|---:|",
-            f"| before | {b.initial_margin_usd:,.2f} | {b.maintenance_margin_usd:,.2f} |",
-            f"| after | {a.initial_margin_usd:,.2f} | {a.maintenance_margin_usd:,.2f} |",
-            f"| saved | {self.margin_saved_usd:,.2f} ({self.margin_saved_pct:.2f}%) | "
-            f"{b.maintenance_margin_usd - a.maintenance_margin_usd:,.2f} |", "",
-            f"Estimated trading cost: {self.cost_usd:,.2f} USD.", "",
+            f"| before | {num(b.initial_margin_usd)} | {num(b.maintenance_margin_usd)} |",
+            f"| after | {num(a.initial_margin_usd)} | {num(a.maintenance_margin_usd)} |",
+            f"| saved | {num(self.margin_saved_usd)} ({self.margin_saved_pct:.2f}%) | "
+            f"{num(b.maintenance_margin_usd - a.maintenance_margin_usd)} |", "",
+            f"Estimated trading cost: {num(self.cost_usd)} USD.", "",
         ]
         lines += ["## Margin by pool and component", "",
-                  "| pool | currency | component | before | after |", "|---|---|---|---:|---:|"]
+                  "| pool | component | before | after | unit |", "|---|---|---:|---:|---|"]
         for pool in sorted(set(b.by_underlying) | set(a.by_underlying)):
             pb, pa = b.by_underlying.get(pool), a.by_underlying.get(pool)
             names = list(dict.fromkeys([*(pb.components if pb else {}), *(pa.components if pa else {})]))
@@ -172,33 +174,46 @@ class Proposal:
             for n in names:
                 vb = pb.components.get(n, 0.0) if pb else 0.0
                 va = pa.components.get(n, 0.0) if pa else 0.0
-                lines.append(f"| {pool} | {ccy} | {n} | {vb:,.6g} | {va:,.6g} |")
+                d = 2 if ccy in ("USD", "USDC") else 6
+                lines.append(f"| {pool} | {n} | {num(vb, d)} | {num(va, d)} | {ccy} |")
         lines += ["", "## Trades", ""]
         if self.trades:
-            lines += ["| instrument | side | quantity | price | cost (USD) |", "|---|---|---:|---:|---:|"]
-            lines += [f"| {t.instrument_name} | {t.side} | {t.quantity:+,.6g} | {t.price:,.6g} | {t.cost:,.2f} |"
-                      for t in self.trades]
+            lines += ["Quantities in coin. Prices as the exchange quotes them: coin-settled options "
+                      "in their coin, futures and perpetuals in USD, USDC-settled contracts in USDC.",
+                      "", "| instrument | side | quantity (coin) | price | price unit | cost (USD) |",
+                      "|---|---|---:|---:|---|---:|"]
+            for t in self.trades:
+                unit = price_unit(t.instrument_name)
+                lines.append(f"| {t.instrument_name} | {t.side} | {num(t.quantity, 6, sign=True)} | "
+                             f"{num(t.price, price_decimals(unit))} | {unit} | {num(t.cost)} |")
         else:
             lines.append("No trade.")
-        lines += ["", "## Limits", "", "| limit | lower | upper | before | after | binding | shadow price (USD/unit) |",
-                  "|---|---:|---:|---:|---:|---|---:|"]
+        lines += ["", "## Limits", "",
+                  "| limit | unit | lower | upper | before | after | binding | shadow price (USD per unit) |",
+                  "|---|---|---:|---:|---:|---:|---|---:|"]
         for l in self.limits:
-            fmt = lambda v: "" if v is None else f"{v:,.6g}"  # noqa: E731
-            lines.append(f"| {l.name} | {fmt(l.lower)} | {fmt(l.upper)} | {l.before:,.6g}"
-                         f"{' (breached)' if l.breached_before else ''} | {l.after:,.6g} | "
-                         f"{'yes' if l.binding else ''} | {l.shadow_price:,.6g} |")
+            d = limit_decimals(l.name)
+            lines.append(f"| {l.name} | {limit_unit(l.name)} | {num(l.lower, d)} | {num(l.upper, d)} | "
+                         f"{num(l.before, d)}{' (breached)' if l.breached_before else ''} | "
+                         f"{num(l.after, d)} | {'yes' if l.binding else ''} | "
+                         f"{num(l.shadow_price) if l.binding else ''} |")
         binding_bounds = [b for b in self.bounds if b.binding]
         if binding_bounds:
-            lines += ["", "## Trade bounds that bind", "", "| bound | value | limit | shadow price |",
-                      "|---|---:|---:|---:|"]
-            lines += [f"| {b.name} | {b.value:,.6g} | {b.bound:,.6g} | {b.shadow_price:,.6g} |"
+            lines += ["", "## Trade bounds that bind", "",
+                      "| bound | unit | value | limit | shadow price (USD per unit) |",
+                      "|---|---|---:|---:|---:|"]
+            lines += [f"| {b.name} | {bound_unit(b.name)} | {num(b.value, bound_decimals(b.name))} | "
+                      f"{num(b.bound, bound_decimals(b.name))} | {num(b.shadow_price, 4)} |"
                       for b in binding_bounds]
-        lines += ["", "## Greeks", "", "| underlying | delta before | delta after | vega before | vega after |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += ["", "## Greeks", "",
+                  "| underlying | delta before (coin) | delta after (coin) | delta before (USD) | "
+                  "delta after (USD) | vega before (USD per vol point) | vega after |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for u in self.greeks_before:
             gb, ga = self.greeks_before[u], self.greeks_after.get(u, {})
-            lines.append(f"| {u} | {gb['delta']:,.4f} | {ga.get('delta', 0):,.4f} | {gb['vega']:,.2f} | "
-                         f"{ga.get('vega', 0):,.2f} |")
+            lines.append(f"| {u} | {num(gb['delta'], 4)} | {num(ga.get('delta', 0), 4)} | "
+                         f"{num(gb.get('delta_usd', 0))} | {num(ga.get('delta_usd', 0))} | "
+                         f"{num(gb['vega'])} | {num(ga.get('vega', 0))} |")
         if self.solver:
             lines += ["", f"Solver: {self.solver} ({self.problem_class}, {self.solver_status}); "
                       + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.timings.items()) + "."]

@@ -38,7 +38,7 @@ class ProblemClass(str, Enum):
         return self in (ProblemClass.MILP, ProblemClass.MIQP, ProblemClass.MISOCP)
 
 
-#: Fallback chains measured on this kind of machine (shared/docs/solver-notes.md). SCS answers are
+#: Fallback chains measured on this kind of machine (docs/solver-notes.md). SCS answers are
 #: low accuracy (the verifier decides whether one ships); OSQP is never used for LPs. HiGHS has
 #: no integer QP or cone support, so mixed-integer problems with a quadratic or cone term go to
 #: SCIP (branch and bound over its own LP relaxations and cone cuts).

@@ -176,6 +176,19 @@ class RebalanceSpec(BaseModel):
     def _upper_names(cls, v: list[str]) -> list[str]:
         return [canonical_name(n) for n in v]
 
+    @field_validator("solver", mode="after")
+    @classmethod
+    def _solver_path(cls, v: str | None) -> str | None:
+        """``native`` (the persistent HiGHS LP path, for linear problems) and ``cvxpy`` (the
+        reference problem, with its solver chain) name a path; anything else names a cvxpy
+        solver (HIGHS, CLARABEL, ...). None: native where the problem allows, else cvxpy."""
+        if v is None:
+            return None
+        v = v.strip()
+        if not v:
+            raise ValueError("solver is a name: native, cvxpy or a cvxpy solver such as HIGHS")
+        return v.lower() if v.lower() in SOLVER_PATHS else v
+
     @model_validator(mode="after")
     def _objective_inputs(self) -> "RebalanceSpec":
         if self.objective == "free_margin" and self.free_margin_usd is None:
@@ -226,11 +239,18 @@ class RebalanceSpec(BaseModel):
         return RebalanceSpec.from_dict({**self.model_dump(), **dict(overrides)})
 
 
+#: ``solver`` values that choose a path rather than a cvxpy solver: the native HiGHS LP model
+#: (linear problems) or the cvxpy reference problem
+SOLVER_PATHS = ("native", "cvxpy")
+
+
 def check_solver(name: str | None) -> str | None:
     """``name`` in capitals if it is a solver installed here; a misspelt or missing solver is a
     ``ValueError`` naming it and the installed ones (a configuration error, not a solver failure)."""
     if name is None:
         return None
+    if str(name).strip().lower() in SOLVER_PATHS:  # a path, not a solver (see RebalanceSpec.solver)
+        return str(name).strip().lower()
     import difflib
 
     from ._solvers import installed_solvers

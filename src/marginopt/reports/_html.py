@@ -7,6 +7,8 @@ import base64
 import html
 from typing import Any, Mapping
 
+from .._format import (bound_decimals, bound_unit, limit_decimals, limit_unit, num, price_decimals,
+                       price_unit, status_words)
 from ._charts import proposal_charts
 
 _CSS = """
@@ -49,13 +51,9 @@ def _e(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
-def _num(v: Any, fmt: str = ",.6g") -> str:
-    if v is None:
-        return ""
-    try:
-        return format(float(v), fmt)
-    except (TypeError, ValueError):
-        return _e(v)
+def _num(v: Any, decimals: int = 2, *, sign: bool = False) -> str:
+    """Fixed decimals, dust shown as zero (never ``3.88578e-16`` or ``1.17e+05``)."""
+    return _e(num(v, decimals, sign=sign))
 
 
 def _table(head: list[tuple[str, bool]], rows: list[list[str]], classes: list[str] | None = None,
@@ -98,7 +96,8 @@ def render_html(proposal: Any, *, charts: Mapping[str, bytes] | None = None,
         f"<style>{_CSS}</style></head><body><main>",
         f"<h1>{_e(title or 'Margin proposal')}</h1>",
         f'<p class="meta">{" &middot; ".join(meta)}</p>',
-        f'<p><span class="status {_e(d["status"])}">{_e(d["status"])}</span> {_e(d["reason"])}</p>',
+        f'<p><span class="status {_e(d["status"])}">{_e(d["status"])}</span> '
+        f'<i>{_e(status_words(d["status"]))}.</i> {_e(d["reason"])}</p>',
         '<div class="cards">',
         f'<div class="card"><div class="k">initial margin before</div>'
         f'<div class="v">{b["initial_margin_usd"]:,.2f} USD</div></div>',
@@ -110,10 +109,10 @@ def render_html(proposal: Any, *, charts: Mapping[str, bytes] | None = None,
         f'<div class="v">{d.get("cost_usd", 0.0):,.2f} USD</div></div>',
         "</div>",
         _table([("", False), ("initial margin (USD)", True), ("maintenance margin (USD)", True)],
-               [["before", _num(b["initial_margin_usd"], ",.2f"), _num(b["maintenance_margin_usd"], ",.2f")],
-                ["after", _num(a["initial_margin_usd"], ",.2f"), _num(a["maintenance_margin_usd"], ",.2f")],
-                ["saved", _num(saved, ",.2f"),
-                 _num(b["maintenance_margin_usd"] - a["maintenance_margin_usd"], ",.2f")]], narrow=True),
+               [["before", _num(b["initial_margin_usd"]), _num(b["maintenance_margin_usd"])],
+                ["after", _num(a["initial_margin_usd"]), _num(a["maintenance_margin_usd"])],
+                ["saved", _num(saved),
+                 _num(b["maintenance_margin_usd"] - a["maintenance_margin_usd"])]], narrow=True),
     ]
     for name in ("scenario_pnl", "margin_components", "limits"):
         if name not in charts:
@@ -128,40 +127,68 @@ def render_html(proposal: Any, *, charts: Mapping[str, bytes] | None = None,
 
     out.append(f"<h2>Trades ({len(d['trades'])})</h2>")
     if d["trades"]:
+        rows = []
+        for t in d["trades"]:
+            unit = price_unit(t["instrument_name"])
+            rows.append([_e(t["instrument_name"]), _e(t["side"]), _num(t["quantity"], 6, sign=True),
+                         _num(t["price"], price_decimals(unit)), _e(unit),
+                         _num(t["notional_usd"], 0), _num(t["cost"])])
         out.append(_table(
-            [("instrument", False), ("side", False), ("quantity (coin)", True), ("price (quote)", True),
-             ("notional (USD)", True), ("cost (USD)", True)],
-            [[_e(t["instrument_name"]), _e(t["side"]), _num(t["quantity"], "+,.6g"), _num(t["price"]),
-              _num(t["notional_usd"], ",.0f"), _num(t["cost"], ",.2f")] for t in d["trades"]]))
+            [("instrument", False), ("side", False), ("quantity (coin)", True), ("price", True),
+             ("price unit", False), ("notional (USD)", True), ("cost (USD)", True)], rows))
+        out.append('<p class="small">Prices as the exchange quotes them: coin-settled options in '
+                   "their coin (BTC, ETH), futures and perpetuals in USD, USDC-settled contracts in "
+                   "USDC.</p>")
     else:
         out.append("<p>No trade.</p>")
 
     out.append("<h2>Limits</h2>")
     if d["limits"]:
+        rows = []
+        for l in d["limits"]:
+            k = limit_decimals(l["name"])
+            rows.append([_e(l["name"]), _e(limit_unit(l["name"])), _num(l["lower"], k),
+                         _num(l["upper"], k),
+                         _num(l["before"], k) + (" (breached)" if l["breached_before"] else ""),
+                         _num(l["after"], k), "yes" if l["binding"] else "",
+                         _num(l["shadow_price"]) if l["binding"] else ""])
         out.append(_table(
-            [("limit", False), ("lower", True), ("upper", True), ("before", True), ("after", True),
-             ("binding", False), ("shadow price (USD/unit)", True)],
-            [[_e(l["name"]), _num(l["lower"]), _num(l["upper"]),
-              _num(l["before"]) + (" (breached)" if l["breached_before"] else ""), _num(l["after"]),
-              "yes" if l["binding"] else "", _num(l["shadow_price"], ",.4g") if l["binding"] else ""]
-             for l in d["limits"]],
-            ["binding" if l["binding"] else "" for l in d["limits"]]))
+            [("limit", False), ("unit", False), ("lower", True), ("upper", True), ("before", True),
+             ("after", True), ("binding", False), ("shadow price (USD per unit)", True)],
+            rows, ["binding" if l["binding"] else "" for l in d["limits"]]))
         out.append('<p class="small">Shadow price: initial margin (plus cost) saved per unit the '
                    "binding bound is relaxed.</p>")
     else:
         out.append("<p>The spec sets no limit.</p>")
+
+    bounds = d.get("bounds") or []
+    if bounds:
+        out.append("<h2>Trade bounds</h2>")
+        out.append(_table(
+            [("bound", False), ("unit", False), ("used", True), ("bound", True), ("binding", False),
+             ("shadow price (USD per unit)", True)],
+            [[_e(x["name"]), _e(bound_unit(x["name"])), _num(x["value"], bound_decimals(x["name"])),
+              _num(x["bound"], bound_decimals(x["name"])), "yes" if x["binding"] else "",
+              _num(x["shadow_price"], 4) if x["binding"] else ""] for x in bounds],
+            ["binding" if x["binding"] else "" for x in bounds]))
+        out.append('<p class="small">Trade bounds of the spec the proposal sits on: the turnover '
+                   "budget, the number of instruments traded, per-instrument caps "
+                   "(<code>max_quantity</code>, open interest). Shadow price: objective saved per "
+                   "unit the bound is relaxed, where the solver reports one.</p>")
 
     out.append("<h2>Greeks</h2>")
     gb, ga = d.get("greeks_before") or {}, d.get("greeks_after") or {}
     rows = []
     for u in sorted(set(gb) | set(ga)):
         x, y = gb.get(u, {}), ga.get(u, {})
-        rows.append([_e(u), _num(x.get("delta", 0.0), ",.4f"), _num(y.get("delta", 0.0), ",.4f"),
-                     _num(x.get("vega", 0.0), ",.2f"), _num(y.get("vega", 0.0), ",.2f"),
-                     _num(x.get("gamma", 0.0), ",.5g"), _num(y.get("gamma", 0.0), ",.5g")])
-    out.append(_table([("underlying", False), ("delta before (coin)", True), ("delta after", True),
-                       ("vega before (USD/vol pt)", True), ("vega after", True),
-                       ("gamma before", True), ("gamma after", True)], rows))
+        rows.append([_e(u), _num(x.get("delta", 0.0), 4), _num(y.get("delta", 0.0), 4),
+                     _num(x.get("delta_usd", 0.0)), _num(y.get("delta_usd", 0.0)),
+                     _num(x.get("vega", 0.0)), _num(y.get("vega", 0.0)),
+                     _num(x.get("gamma", 0.0), 6), _num(y.get("gamma", 0.0), 6)])
+    out.append(_table([("underlying", False), ("delta before (coin)", True), ("delta after (coin)", True),
+                       ("delta before (USD)", True), ("delta after (USD)", True),
+                       ("vega before (USD per vol point)", True), ("vega after", True),
+                       ("gamma before (coin per 1% move)", True), ("gamma after", True)], rows))
 
     out.append("<h2>Margin by pool and component</h2>")
     comp_rows = []
@@ -171,9 +198,10 @@ def render_html(proposal: Any, *, charts: Mapping[str, bytes] | None = None,
         for n in dict.fromkeys([*(pb.get("components") or {}), *(pa.get("components") or {})]):
             vb = (pb.get("components") or {}).get(n, 0.0)
             va = (pa.get("components") or {}).get(n, 0.0)
-            comp_rows.append([_e(pool), _e(ccy), _e(n), _num(vb), _num(va),
-                              _num(vb * pb.get("usd_rate", 1.0), ",.2f"),
-                              _num(va * pa.get("usd_rate", 1.0), ",.2f")])
+            k = 2 if ccy in ("USD", "USDC") else 6
+            comp_rows.append([_e(pool), _e(ccy), _e(n), _num(vb, k), _num(va, k),
+                              _num(vb * pb.get("usd_rate", 1.0)),
+                              _num(va * pa.get("usd_rate", 1.0))])
         worst = [w for w in (pb.get("worst_scenario"), pa.get("worst_scenario")) if w]
         if worst:
             comp_rows.append([_e(pool), "", "<i>worst scenario</i>", _e(pb.get("worst_scenario") or ""),

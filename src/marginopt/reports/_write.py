@@ -43,6 +43,19 @@ def write_proposal(proposal: Any, folder: str | Path, *, name: str = "proposal",
     ``limits.png``; each only when it applies). With a ``name`` other than ``proposal`` the
     report and charts are prefixed with it. Returns the paths written, by kind."""
     folder = Path(folder)
+    try:
+        return _write_files(proposal, folder, name, market, html, charts)
+    except OSError as exc:
+        from ..errors import OutputError
+        where = exc.filename if isinstance(exc.filename, str) else str(folder)
+        why = exc.strerror or type(exc).__name__
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            why = "a file is in the way of the folder"
+        raise OutputError(f"cannot write the proposal ({why})", source=where, field="out") from None
+
+
+def _write_files(proposal: Any, folder: Path, name: str, market: Any, html: bool,
+                 charts: bool) -> dict[str, Path]:
     paths = {"json": folder / f"{name}.json", "markdown": folder / f"{name}.md"}
     atomic_write_text(paths["json"], proposal.to_json(indent=1))
     atomic_write_text(paths["markdown"], proposal.to_markdown())

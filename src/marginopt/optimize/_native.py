@@ -1,0 +1,426 @@
+"""The native LP path: a persistent ``highspy.Highs`` model per problem structure.
+
+For problems whose margin terms are all linear (each component gives its ``linear_rows``), with no
+impact cost, continuous trades and no instrument cap, the Rebalancer solves this compact form
+first; the cvxpy problem (``_problem.py``) stays the reference formulation and the fallback.
+
+- Columns: buys and sells (``t = buy - sell``) with the trade bounds as column bounds, then each
+  component's own columns (epigraphs, splits), pool by pool.
+- Rows: each greek limit on the trades, ``lo - G x0 <= G t <= hi - G x0``; the turnover budget;
+  the margin target (``free_margin``); each component's rows written on the trades directly,
+  with the book's own part in the row bounds (``X x = X x0 + X t``). No post-trade-book block.
+- Stage 1 minimises the spec's objective. Stage 2 (least notional traded plus half spread at the
+  stage-1 optimum: objective <= best + 1e-9 |best| + 1e-6) is a row added to the same model and
+  deleted after, with the costs put back and the stage-1 basis set again.
+
+A new snapshot of the same structure changes numbers only: bounds and costs in place
+(``changeColsBounds``, ``changeRowsBounds``, ``changeColsCost``) and the changed coefficients one
+by one (``changeCoeff``) while they are few; when most of the matrix moves (a new market moves
+every scenario P&L) the numbers are passed whole (``passModel``, one call; ``changeCoeff`` costs
+about 1 us a coefficient, 0.3 s at 2,000 candidates) and the previous basis is set again. Either
+way HiGHS re-solves from the last stage-1 basis.
+
+A hot start must not change the answer (a re-used Rebalancer answers as a fresh one, in-process
+or on Dask): a hot answer stands only when it is provably the only optimum of its stage (every
+nonbasic column and row not fixed has a reduced cost clearly away from zero). Otherwise, or when
+the hot start fails, the snapshot is solved exactly as a freshly built model solves it (a new
+HiGHS model with the same numbers, from scratch). Answers are ``RawSolution``s like the cvxpy
+path's, verified by the same ``Verifier``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import highspy
+import numpy as np
+
+from ..errors import Infeasible, SolverFailed
+from ..margin import BoundPool, LinearRows
+from ._problem import _INSIDE, ProblemData, RawSolution
+from ._solvers import OPTIONS, SolveReport
+from ._spec import RebalanceSpec
+
+__all__ = ["SOLVER", "NativeModels", "NativeProblem", "lp_blocks"]
+
+#: how the native path names itself in proposals and attempts
+SOLVER = "HIGHS (native)"
+#: changed coefficients up to this many are set one by one; more, and the model is passed whole
+_ONE_BY_ONE = 2000
+_OPTIMAL = highspy.HighsModelStatus.kOptimal
+_INFEASIBLE = highspy.HighsModelStatus.kInfeasible
+
+Block = tuple[BoundPool, LinearRows]
+
+
+def lp_blocks(data: ProblemData, spec: RebalanceSpec) -> list[Block] | str:
+    """Each pool component's LP rows, from the same ``values`` the calculator evaluates; or why
+    this problem is not for the native path (the cvxpy problem handles it)."""
+    if spec.costs.impact > 0:
+        return "the market-impact cost is a power cone (SOCP)"
+    if spec.lots.mode != "none":
+        return f"lots mode '{spec.lots.mode}' trades whole lots (mixed-integer)"
+    if spec.trade_bounds.max_instruments is not None:
+        return "max_instruments is a mixed-integer constraint"
+    out: list[Block] = []
+    for pool in data.bound.pools:
+        for comp in pool.initial:
+            where = f"component {pool.name}/{comp.name}"
+            if not comp.convex:
+                return f"{where} is not convex (sequential convex programming)"
+            cone = comp.term_cone()
+            if cone != "linear":
+                return f"{where} is {cone}, not linear"
+            rows = comp.linear_rows(comp.values(pool.usd_rate))
+            if rows is None:
+                return f"{where} ({type(comp).__name__}) has no LP form"
+            out.append((pool, rows))
+    return out
+
+
+def _key(data: ProblemData, spec: RebalanceSpec, blocks: list[Block]) -> tuple:
+    """What fixes the model's shape and pattern: the instruments, the pools, the limits, the spec
+    and each block's shapes and pattern (every other number is changed in place)."""
+    form = tuple((p.name, p.columns.tobytes(), b.n_rows, b.n_cols, len(b.x_coo(len(p.columns))[0])
+                  if isinstance(b.x_matrix, tuple) else b.x_matrix.shape, b.pattern)
+                 for p, b in blocks)
+    return (tuple(data.universe.names), tuple(data.limits.names), spec.model_dump_json(), form)
+
+
+@dataclass
+class _Numbers:
+    """One (book, market)'s model: column bounds and costs, row bounds, coordinates."""
+
+    col_lower: np.ndarray
+    col_upper: np.ndarray
+    cost: np.ndarray          # stage 1
+    tiebreak: np.ndarray      # stage 2
+    margin: np.ndarray        # margin (USD) per unit of each column
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    vals: np.ndarray
+
+
+class NativeModels:
+    """The Rebalancer's native models, one per structure."""
+
+    def __init__(self) -> None:
+        self._models: dict[tuple, NativeProblem] = {}
+        self.builds = 0
+
+    def get(self, data: ProblemData, spec: RebalanceSpec) -> NativeProblem | str:
+        """The model for ``data`` loaded with its numbers, or why the native path does not apply."""
+        blocks = lp_blocks(data, spec)
+        if isinstance(blocks, str):
+            return blocks
+        key = _key(data, spec, blocks)
+        model = self._models.get(key)
+        try:
+            if model is None:
+                model = self._models[key] = NativeProblem(data, spec, blocks)
+                self.builds += 1
+            else:
+                model.update(data, blocks)
+        except Exception:
+            self._models.pop(key, None)  # a model HiGHS did not take is not kept
+            raise
+        return model
+
+
+class NativeProblem:
+    """The compact LP of one structure in a persistent HiGHS model."""
+
+    def __init__(self, data: ProblemData, spec: RebalanceSpec, blocks: list[Block]) -> None:
+        self.spec = spec
+        self.n = len(data.universe.x0)
+        h = self.h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        for k, v in OPTIONS["HIGHS"].items():
+            h.setOptionValue(k, v)
+        self.basis: Any = None       # the last stage-1 basis: where the next solve starts
+        self.passes = 0              # models passed whole (build, or most coefficients moved)
+        self.fresh_solves = 0        # hot answers that were not provably the only optimum
+        num = self._assemble(data, blocks)
+        # the column-wise order of the coordinates, fixed for the structure
+        self._order = np.lexsort((num.rows, num.cols))
+        self._index = num.rows[self._order].astype(np.int32)
+        self._col_of = num.cols[self._order].astype(np.int32)
+        self._start = np.zeros(num.col_lower.size + 1, dtype=np.int32)
+        np.cumsum(np.bincount(num.cols, minlength=num.col_lower.size), out=self._start[1:])
+        self._pass(num, self._order_vals(num))
+
+    # ------------------------------------------------------------------ the numbers
+    def _assemble(self, data: ProblemData, blocks: list[Block]) -> _Numbers:
+        u, lim, spec, n = data.universe, data.limits, self.spec, self.n
+        self.limits, self._half = lim, data.half_spread_usd
+        x0 = u.x0
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        lo: list[np.ndarray] = []
+        hi: list[np.ndarray] = []
+
+        def on_trades(r: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
+            """Coefficients ``v`` of positions ``c``: on buys as they are, on sells negated."""
+            rows.extend((r, r))
+            cols.extend((c, n + c))
+            vals.extend((v, -v))
+
+        # greek limits (every row of LimitRows: a side that is infinite is a free bound)
+        r_lim = len(lim.names)
+        g = lim.matrix
+        on_trades(np.repeat(np.arange(r_lim), n), np.tile(np.arange(n), r_lim), g.ravel())
+        gx0 = g @ x0
+        lo.append(lim.lower - gx0)
+        hi.append(lim.upper - gx0)
+        nrow = r_lim
+        self.turnover_row = self.target_row = -1
+        budget = spec.trade_bounds.turnover_usd
+        if budget is not None:
+            self.turnover_row = nrow
+            idx = np.arange(n)
+            rows.extend((np.full(n, nrow), np.full(n, nrow)))
+            cols.extend((idx, n + idx))
+            vals.extend((data.notional_usd, data.notional_usd))
+            lo.append(np.array([-np.inf]))
+            hi.append(np.array([budget * (1.0 - _INSIDE)]))
+            nrow += 1
+        if spec.free_margin_usd is not None and spec.objective == "free_margin":
+            self.target_row = nrow
+            lo.append(np.array([-np.inf]))
+            hi.append(np.array([data.margin_before_usd - spec.free_margin_usd
+                                - _INSIDE * max(data.margin_before_usd, 1.0)]))
+            nrow += 1
+
+        # each pool component's rows on the trades; the book's part moves to the row bounds
+        col = 2 * n
+        c_lo, c_hi, margin = [], [], []
+        for pool, b in blocks:
+            pc = pool.columns
+            xr, xc, xv = b.x_coo(len(pc))
+            on_trades(nrow + xr, pc[xc], xv)
+            ar, ac, av = b.a_matrix
+            rows.append(nrow + ar)
+            cols.append(col + ac)
+            vals.append(av)
+            shift = b.x_times(x0[pc])
+            lo.append(b.row_lower - shift)
+            hi.append(b.row_upper - shift)
+            c_lo.append(b.col_lower)
+            c_hi.append(b.col_upper)
+            margin.append(b.cost)
+            nrow += b.n_rows
+            col += b.n_cols
+        m = np.concatenate([np.zeros(2 * n), *margin])
+        if self.target_row >= 0:
+            aux = np.arange(2 * n, col)
+            rows.append(np.full(aux.size, self.target_row))
+            cols.append(aux)
+            vals.append(m[2 * n:])
+
+        side = lambda b: np.where(np.isfinite(b), np.maximum(b, 0.0), np.inf)  # noqa: E731
+        weight = spec.cost_weight if spec.objective == "margin_plus_cost" else 1.0
+        half = data.half_spread_usd
+        traded_cost = np.concatenate([weight * half, weight * half])
+        aux_cost = m[2 * n:] if spec.objective != "free_margin" else np.zeros(col - 2 * n)
+        tie = data.notional_usd + data.half_spread_usd
+        return _Numbers(
+            col_lower=np.concatenate([np.zeros(2 * n), *c_lo]),
+            col_upper=np.concatenate([side(u.buy_max), side(u.sell_max), *c_hi]),
+            cost=np.concatenate([traded_cost, aux_cost]),
+            tiebreak=np.concatenate([tie, tie, np.zeros(col - 2 * n)]),
+            margin=m, row_lower=np.concatenate(lo), row_upper=np.concatenate(hi),
+            rows=np.concatenate(rows), cols=np.concatenate(cols), vals=np.concatenate(vals))
+
+    def _order_vals(self, num: _Numbers) -> np.ndarray:
+        if num.vals.size != self._order.size:
+            raise ValueError("the native model's pattern changed under the same structure key")
+        return num.vals[self._order]
+
+    def _pass(self, num: _Numbers, vals: np.ndarray) -> None:
+        """The whole model in one call; the last stage-1 basis (if any) set again."""
+        ncol = num.col_lower.size
+        # the array form: HighsLp's attribute setters copy element by element (10 ms at 2,000
+        # candidates, this call about 2 ms); every column continuous
+        status = self.h.passModel(ncol, num.row_lower.size, vals.size, 1, 1, 0.0, num.cost,
+                                  num.col_lower, num.col_upper, num.row_lower, num.row_upper,
+                                  self._start[:-1], self._index, vals, np.zeros(ncol, dtype=np.int32))
+        if status == highspy.HighsStatus.kError:
+            raise SolverFailed(f"{SOLVER} did not accept the model.", [(SOLVER, "passModel failed")])
+        if self.basis is not None:
+            self.h.setBasis(self.basis)
+        self.passes += 1
+        self.num, self.vals = num, vals
+
+    def update(self, data: ProblemData, blocks: list[Block]) -> None:
+        """Load a new (book, market) of the same structure: numbers only, the basis kept."""
+        num = self._assemble(data, blocks)
+        vals = self._order_vals(num)
+        changed = np.flatnonzero(vals != self.vals)
+        if changed.size > _ONE_BY_ONE:
+            self._pass(num, vals)
+            return
+        h, old = self.h, self.num
+        for k in changed:
+            h.changeCoeff(int(self._index[k]), int(self._col_of[k]), float(vals[k]))
+        c = np.flatnonzero((num.col_lower != old.col_lower) | (num.col_upper != old.col_upper))
+        if c.size:
+            h.changeColsBounds(c.size, c.astype(np.int32), num.col_lower[c], num.col_upper[c])
+        c = np.flatnonzero(num.cost != old.cost)
+        if c.size:
+            h.changeColsCost(c.size, c.astype(np.int32), num.cost[c])
+        r = np.flatnonzero((num.row_lower != old.row_lower) | (num.row_upper != old.row_upper))
+        if r.size:
+            h.changeRowsBounds(r.size, r.astype(np.int32), num.row_lower[r], num.row_upper[r])
+        self.num, self.vals = num, vals
+
+    # ------------------------------------------------------------------ solving
+    def _run(self, attempts: list[tuple[str, str]], stage: str, tries: tuple[str, ...]) -> bool:
+        """Solve each way of ``tries`` in turn until one is optimal: ``hot`` from the current
+        basis, ``cold`` from scratch, ``loose`` from scratch at 1e-9 tolerances (still inside the
+        verifier's). False when none was; "infeasible" is believed from scratch only."""
+        h = self.h
+        for how in tries:
+            if how != "hot":
+                h.clearSolver()
+            if how == "loose":
+                for k in OPTIONS["HIGHS"]:
+                    h.setOptionValue(k, 1e-9)
+            # HiGHS's clock runs on over the model's life: the limit is set per solve
+            h.setOptionValue("time_limit", h.getRunTime() + float(self.spec.time_limit_s))
+            try:
+                h.run()
+            finally:
+                if how == "loose":
+                    for k, v in OPTIONS["HIGHS"].items():
+                        h.setOptionValue(k, v)
+            status = h.getModelStatus()
+            said = {"hot": "from the previous basis", "cold": "from scratch",
+                    "loose": "from scratch at 1e-9 tolerances"}[how]
+            if status == _OPTIMAL:
+                if how != tries[0]:
+                    attempts.append((SOLVER, f"{stage} optimal {said}"))
+                return True
+            attempts.append((SOLVER, f"{stage} {said}: {h.modelStatusToString(status)}"))
+            if status == _INFEASIBLE and how != "hot":
+                raise Infeasible(f"{SOLVER} reports the problem infeasible.", attempts=attempts)
+        return False
+
+    def _unique(self, cost: np.ndarray) -> bool:
+        """Whether the optimum found is the only one: every nonbasic column and row that is not
+        fixed has a reduced cost clearly away from zero (dual non-degenerate), so any start,
+        hot or cold, ends at this point."""
+        h, num = self.h, self.num
+        sol, basis = h.getSolution(), h.getBasis()
+        basic = int(highspy.HighsBasisStatus.kBasic)
+        extra = len(basis.row_status) - num.row_lower.size  # the tie-break row, while it is there
+        row_lo = np.concatenate([num.row_lower, np.full(extra, -np.inf)])
+        row_hi = np.concatenate([num.row_upper, np.full(extra, np.inf)])
+        for status, dual, lo, hi, c in (
+                (basis.col_status, sol.col_dual, num.col_lower, num.col_upper, cost),
+                (basis.row_status, sol.row_dual, row_lo, row_hi, np.zeros(row_lo.size))):
+            nonbasic = np.fromiter((int(x) != basic for x in status), bool, len(status))
+            free = nonbasic & (lo < hi)
+            d = np.abs(np.asarray(dual, dtype=float))
+            if np.any(d[free] <= 1e-7 * np.maximum(1.0, np.abs(c[free]))):
+                return False
+        return True
+
+    def solve(self) -> tuple[RawSolution, RawSolution | None]:
+        """Stage 1, then the tie-break in the same model (stage 2 is None when it failed; why is
+        in stage 1's reports). From the last basis when the answers it gives are the only optima;
+        otherwise (or when the hot start fails) solved as a freshly built model would be, so a
+        re-used model answers exactly as a new one does whatever it solved before."""
+        if self.basis is not None:
+            answers = self._stages(hot=True)
+            if answers is not None:
+                return answers
+            self._fresh()
+        answers = self._stages(hot=False)
+        assert answers is not None
+        return answers
+
+    def _fresh(self) -> None:
+        """A new HiGHS model with the current numbers, as a fresh build makes it."""
+        self.h = highspy.Highs()
+        self.h.setOptionValue("output_flag", False)
+        for k, v in OPTIONS["HIGHS"].items():
+            self.h.setOptionValue(k, v)
+        self.basis = None
+        self._pass(self.num, self.vals)
+        self.passes -= 1
+        self.fresh_solves += 1
+
+    def _stages(self, hot: bool) -> tuple[RawSolution, RawSolution | None] | None:
+        """Both stages; None when ``hot`` and an answer is not provably the only optimum (or
+        the hot start failed): then the caller solves a fresh model."""
+        h, num = self.h, self.num
+        attempts: list[tuple[str, str]] = []
+        start = time.perf_counter()
+        if not self._run(attempts, "stage 1", ("hot",) if hot else ("cold", "loose")):
+            if hot:
+                return None
+            raise SolverFailed(f"{SOLVER} gave no optimal answer.", attempts)
+        if hot and not self._unique(num.cost):
+            return None
+        first = SolveReport(SOLVER, "optimal", time.perf_counter() - start, (),
+                            tuple(attempts + [(SOLVER, "optimal")]))
+        sol = h.getSolution()
+        x1 = np.asarray(sol.col_value, dtype=float)
+        y = np.asarray(sol.row_dual, dtype=float)
+        lim = self.limits
+        # HiGHS: a row at its lower bound has a dual >= 0, at its upper bound <= 0 (minimising);
+        # the cvxpy path's duals are >= 0 on either side: USD saved per unit relaxed
+        lower = np.maximum(y[lim.lower_rows], 0.0)
+        upper = np.maximum(-y[lim.upper_rows], 0.0)
+        turnover = float(max(-y[self.turnover_row], 0.0)) if self.turnover_row >= 0 else 0.0
+        stage1 = self._answer("stage 1", x1, (first,), lower, upper, turnover)
+
+        basis = h.getBasis()
+        best = float(num.cost @ x1)
+        nz = np.flatnonzero(num.cost).astype(np.int32)
+        nrow, ncol = num.row_lower.size, num.col_lower.size
+        every = np.arange(ncol, dtype=np.int32)
+        h.addRow(-np.inf, best + 1e-9 * abs(best) + 1e-6, nz.size, nz, num.cost[nz])
+        h.changeColsCost(ncol, every, num.tiebreak)
+        second: RawSolution | None = None
+        attempts2: list[tuple[str, str]] = []
+        start = time.perf_counter()
+        redo = False
+        try:
+            if not self._run(attempts2, "tie-break", ("hot",) if hot else ("hot", "cold", "loose")):
+                raise SolverFailed(f"{SOLVER} gave no optimal tie-break.", attempts2)
+            if hot and not self._unique(num.tiebreak):
+                redo = True
+            else:
+                report = SolveReport(SOLVER, "optimal", time.perf_counter() - start, (),
+                                     tuple(attempts2 + [(SOLVER, "optimal")]))
+                x2 = np.asarray(h.getSolution().col_value, dtype=float)
+                second = self._answer("tie-break", x2, (first, report), lower, upper, turnover)
+        except (Infeasible, SolverFailed) as exc:
+            if hot:
+                redo = True
+            else:
+                failed = SolveReport(SOLVER, "tie-break failed", 0.0, (f"stage 2 failed: {exc}",))
+                stage1 = RawSolution(stage1.buy, stage1.sell, stage1.objective_margin_usd,
+                                     stage1.cost_usd, lower, upper, (first, failed), "stage 1", turnover)
+        finally:  # the model as it was: no tie-break row, stage-1 costs, stage-1 basis
+            h.deleteRows(1, np.array([nrow], dtype=np.int32))
+            h.changeColsCost(ncol, every, num.cost)
+            h.setBasis(basis)
+        if redo:
+            return None
+        self.basis = basis
+        return stage1, second
+
+    def _answer(self, stage: str, x: np.ndarray, reports: tuple[SolveReport, ...], lower: np.ndarray,
+                upper: np.ndarray, turnover: float) -> RawSolution:
+        n, num = self.n, self.num
+        buy, sell = np.maximum(x[:n], 0.0), np.maximum(x[n:2 * n], 0.0)
+        net = buy - sell  # a buy and a sell of one instrument net out: keep only the net trade
+        return RawSolution(np.maximum(net, 0.0), np.maximum(-net, 0.0), float(num.margin @ x),
+                           float(self._half @ (buy + sell)), lower, upper, reports, stage, turnover)
