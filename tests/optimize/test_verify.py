@@ -287,3 +287,25 @@ def test_named_solver_that_fails_falls_back_to_the_chain(sample, monkeypatch):
     assert_sound(p)
     assert p.solver == "HIGHS"
     assert any("the solver asked for" in n for n in p.notes)
+
+
+def test_covariance_var_at_500_instruments_is_accurate_and_dust_free():
+    """The issue's case: stage 2 broke a relative vega limit by 3e-4 and answers carried dust."""
+    from marginopt.synthetic import make_book, make_market
+
+    market = make_market(strikes_per_expiry=61)
+    book = make_book(market, n_structures=28)
+    rng = np.random.default_rng(0)
+    others = [n for n in market.instrument_names if n not in book.positions]
+    extra = list(rng.choice(others, size=500 - len(book), replace=False))
+    spec = {"universe": book.names + extra,
+            "limits": {"BTC": {"delta": [-5, 5]}, "ETH": {"delta": [-30, 30]}},
+            "relative_limits": {"BTC": {"vega": 150}, "ETH": {"vega": 100}},
+            "trade_bounds": {"max_open_interest_fraction": 0.25}}
+    p = mo.optimize(book, market, "covariance-var", spec)
+    assert_sound(p)
+    assert p.status in ("optimal", "restores_limits") and p.trades
+    gap = abs(p.solver_margin_usd - p.margin_after.initial_margin_usd)
+    assert gap <= 1e-7 * max(p.margin_before.initial_margin_usd, p.margin_after.initial_margin_usd) + 1e-4
+    sizes = np.array([abs(t.quantity) for t in p.trades])
+    assert sizes.min() > 1e-6 * sizes.max()  # no dust

@@ -543,9 +543,11 @@ class Rebalancer:
         if self.spec.lots.mode != "none" or not trades.any():
             return []
         insts = data.universe.instruments
-        minimum = np.array([self.spec.model_copy(update={"lots": self.spec.lots.model_copy(
-            update={"mode": "round"})}).lot_size(i) for i in insts])
-        small = [insts[j].name for j in np.flatnonzero((trades != 0) & (np.abs(trades) < minimum))]
+        idx = np.flatnonzero(trades)
+        venue = self.spec.model_copy(update={"lots": self.spec.lots.model_copy(update={"mode": "round"})})
+        minimum = np.array([venue.lot_size(insts[j]) or venue.contract_usd(insts[j]) / data.inputs.forward[j]
+                            for j in idx])
+        small = [insts[j].name for j, m in zip(idx, minimum) if abs(trades[j]) < m]
         if not small:
             return []
         return [f"{len(small)} trade(s) are below the venue's minimum amount and cannot be placed as "
