@@ -127,20 +127,12 @@ class SolverFailed(OptimizationError):
         super().__init__(message)
 
 
-class VerificationFailed(OptimizationError):
-    """Every answer the solvers gave failed the verifier, and no repair passed it either.
+class VerificationFailed(SolverFailed):
+    """Solvers answered, but every answer failed the verifier, and no repair passed it either.
 
     ``attempts`` records each answer tried (solver, stage, repair) and what failed in it; nothing
     that fails verification is ever returned as a proposal.
     """
-
-    exit_code = 4
-
-    def __init__(self, message: str, attempts: list[tuple[str, str]] | None = None) -> None:
-        self.attempts = list(attempts or [])
-        if self.attempts:
-            message += " Tried: " + "; ".join(f"{s}: {why}" for s, why in self.attempts) + "."
-        super().__init__(message)
 
 
 class AccountFailed(MarginoptError):

@@ -24,7 +24,7 @@ from ..portfolio import Portfolio, load_portfolio
 from ._data import Universe, build_universe, greeks_summary, limit_rows, open_interest_coin
 from ._native import SOLVER as NATIVE, NativeModels
 from ._problem import ProblemData, RawSolution, RebalanceProblem
-from ._proposal import BoundCheck, LimitCheck, Proposal, Trade
+from ._proposal import BoundCheck, LimitCheck, Proposal, Status, Trade
 from ._solvers import SolveReport, chain, installed_solvers
 from ._spec import SOLVER_PATHS, RebalanceSpec, load_spec
 from ._verify import LIMIT_TOLERANCE, Verification, Verifier
@@ -506,7 +506,7 @@ class Rebalancer:
 
     def _decide(self, chosen: Verification, data: ProblemData, verifier: Verifier,
                 before: MarginResult, after: MarginResult, search: _Search
-                ) -> tuple[str, str, np.ndarray, MarginResult]:
+                ) -> tuple[Status, str, np.ndarray, MarginResult]:
         """Whether the verified trades are worth proposing, and in what words."""
         trades = chosen.trades
         saved = before.initial_margin_usd - after.initial_margin_usd
@@ -514,28 +514,28 @@ class Rebalancer:
         lim_names = data.limits.names
         if not trades.any():
             if verifier.restoring:
-                return ("no_trade", "the book breaks a limit and no allowed trade changes that",
+                return (Status.NO_TRADE, "the book breaks a limit and no allowed trade changes that",
                         trades, after)
             if search.stopped_early:
-                return ("no_trade", "no trade set better than the book was found before the search "
+                return (Status.NO_TRADE, "no trade set better than the book was found before the search "
                         "stopped: " + "; ".join(dict.fromkeys(search.stopped_early)), trades, after)
             if any("infeasible" in n for n in search.notes):
-                return ("no_trade", "no solver found a trade set that meets every limit, and the "
+                return (Status.NO_TRADE, "no solver found a trade set that meets every limit, and the "
                         "current book does: no trade", trades, after)
-            return ("no_trade", "the book is already at the lowest margin its limits and bounds "
+            return (Status.NO_TRADE, "the book is already at the lowest margin its limits and bounds "
                     "allow", trades, after)
         if verifier.restoring:
             names_b = ", ".join(n for n, b in zip(lim_names, verifier.breached_before) if b)
-            return ("restores_limits", f"the book breaks {names_b}; these trades bring it back inside "
+            return (Status.RESTORES_LIMITS, f"the book breaks {names_b}; these trades bring it back inside "
                     f"(margin change {-saved:+,.2f} USD)", trades, after)
         if self.spec.objective == "free_margin":
-            return ("optimal", f"frees {saved:,.2f} USD of initial margin at the least cost "
+            return (Status.OPTIMAL, f"frees {saved:,.2f} USD of initial margin at the least cost "
                     f"({cost:,.2f} USD)", trades, after)
         if saved - cost < self.spec.min_saving_usd:
             zero = np.zeros_like(trades)
-            return ("no_trade", f"the best trades save {saved:,.2f} USD of margin for {cost:,.2f} USD "
+            return (Status.NO_TRADE, f"the best trades save {saved:,.2f} USD of margin for {cost:,.2f} USD "
                     f"of cost, less than the {self.spec.min_saving_usd:,.2f} USD minimum", zero, before)
-        return ("optimal", f"saves {saved:,.2f} USD of initial margin ({100 * saved / before.initial_margin_usd:.2f}%)"
+        return (Status.OPTIMAL, f"saves {saved:,.2f} USD of initial margin ({100 * saved / before.initial_margin_usd:.2f}%)"
                 f" for {cost:,.2f} USD of estimated cost", trades, after)
 
     def _placement_notes(self, trades: np.ndarray, data: ProblemData) -> list[str]:
@@ -555,7 +555,7 @@ class Rebalancer:
                 "{mode: round} for placeable trades"]
 
     # ------------------------------------------------------------------ the proposal
-    def _proposal(self, status: str, reason: str, trades: np.ndarray, after: MarginResult,
+    def _proposal(self, status: Status, reason: str, trades: np.ndarray, after: MarginResult,
                   before: MarginResult, data: ProblemData, verifier: Verifier, raw: RawSolution | None,
                   chosen: Verification, search: _Search, snap: MarketSnapshot,
                   timings: dict[str, float], notes: list[str]) -> Proposal:
@@ -570,7 +570,7 @@ class Rebalancer:
             shadow[lim.upper_rows] += raw.upper_duals
         traded = bool(trades.any())
         binding = ((np.abs(g1 - lim.lower) <= 1e-7 * lim.scale()) |
-                   (np.abs(g1 - lim.upper) <= 1e-7 * lim.scale())) & (traded or status != "no_trade")
+                   (np.abs(g1 - lim.upper) <= 1e-7 * lim.scale())) & (traded or status is not Status.NO_TRADE)
         checks = tuple(LimitCheck(
             name=n, lower=None if not np.isfinite(lim.lower[r]) else float(lim.lower[r]),
             upper=None if not np.isfinite(lim.upper[r]) else float(lim.upper[r]),

@@ -28,6 +28,12 @@ from ._spec import RebalanceSpec
 _INSIDE = 1e-7
 #: a mixed-integer tie-break is not started with less than this many seconds of the budget left
 _MIN_STAGE_S = 0.5
+#: Parameters that only some structures have (bounds on some side, impact, turnover, limits on
+#: some side, free_margin, exact lots, max_instruments, trust regions)
+_OPTIONAL = frozenset({
+    "buy_max", "sell_max", "buy_cap", "sell_cap", "impact_usd", "notional_usd",
+    "limit_lower_matrix", "limit_lower", "limit_upper_matrix", "limit_upper",
+    "margin_target_usd", "lot", "trust_centre", "trust_radius"})
 
 
 @dataclass(frozen=True)
@@ -259,13 +265,17 @@ class RebalanceProblem:
             self._params[name] = cp.Parameter(shape, name=name, nonneg=not signed)
         return self._params[name]
 
-    def _set(self, name: str, value) -> None:
-        """Assign a Parameter; names this structure does not have are skipped, so one
-        ``update`` serves every structure (with or without impact, lots, cardinality...)."""
-        if name in self._params:
-            par = self._params[name]
-            value = np.asarray(value, dtype=float).reshape(par.shape)
-            par.value = np.maximum(value, 0.0) if par.is_nonneg() else value
+    def _set(self, name: str, value: np.ndarray | float) -> None:
+        """Assign a Parameter. Only the names of ``_OPTIONAL`` may be missing (so one ``update``
+        serves every structure, with or without impact, lots, cardinality...); any other unknown
+        name is a bug that would leave a Parameter stale, and raises."""
+        par = self._params.get(name)
+        if par is None:
+            if name in _OPTIONAL:
+                return
+            raise KeyError(f"the problem has no Parameter '{name}'")
+        value = np.asarray(value, dtype=float).reshape(par.shape)
+        par.value = np.maximum(value, 0.0) if par.is_nonneg() else value
 
     def update(self, data: ProblemData) -> None:
         """Load a new (book, market) with the same structure: Parameters only, no recompile."""

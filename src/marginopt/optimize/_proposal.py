@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any, Mapping
 
 import pandas as pd
@@ -12,6 +13,20 @@ import pandas as pd
 from ..margin import MarginResult
 
 SCHEMA_VERSION = "1.0"
+
+
+class Status(str, Enum):
+    """What a proposal is (a ``str``: compares and serialises as its value)."""
+
+    #: trades that lower the initial margin and keep every limit
+    OPTIMAL = "optimal"
+    #: nothing is proposed; ``reason`` says why
+    NO_TRADE = "no_trade"
+    #: the book broke a limit; the trades bring it back inside (margin may rise)
+    RESTORES_LIMITS = "restores_limits"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class Proposal:
     ``no_trade`` (nothing helps; ``reason`` says why) or ``restores_limits`` (the book broke a
     limit and the trades bring it back inside, possibly at a margin cost)."""
 
-    status: str
+    status: Status
     reason: str
     model: str
     trades: tuple[Trade, ...]
@@ -113,7 +128,7 @@ class Proposal:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
-            "status": self.status,
+            "status": str(self.status),
             "reason": self.reason,
             "model": self.model,
             "margin_before": self.margin_before.to_dict(),
