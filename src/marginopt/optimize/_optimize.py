@@ -628,12 +628,12 @@ class Rebalancer:
         bid = market.column(names, "bid_price")
         ask = market.column(names, "ask_price")
         mark = market.column(names, "mark_price")
+        costs = data.trade_costs_usd(trades)
         for k, j in enumerate(idx):
             q = float(trades[j])
             px = ask[k] if q > 0 else bid[k]
-            cost = float(data.half_spread_usd[j] * abs(q) + data.impact_usd[j] * abs(q) ** 1.5)
             out.append(Trade(names[k], "buy" if q > 0 else "sell", q,
-                             float(px if np.isfinite(px) else mark[k]), cost,
+                             float(px if np.isfinite(px) else mark[k]), float(costs[j]),
                              float(data.notional_usd[j] * abs(q))))
         return tuple(out)
 

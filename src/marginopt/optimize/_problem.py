@@ -50,6 +50,26 @@ class ProblemData:
     lot: np.ndarray
     margin_before_usd: float
 
+    # the trading cost, in numpy here and as a cvxpy term in ``cost_term``: one definition
+    def trade_costs_usd(self, trades: np.ndarray) -> np.ndarray:
+        """Each instrument's estimated cost of ``trades``: half the spread per unit plus the
+        impact term ``impact * |t|^1.5`` (zero without ``costs.impact``)."""
+        size = np.abs(np.asarray(trades, dtype=float))
+        return self.half_spread_usd * size + self.impact_usd * size ** 1.5
+
+    def cost_usd(self, trades: np.ndarray) -> float:
+        return float(self.trade_costs_usd(trades).sum())
+
+    @staticmethod
+    def cost_term(half_spread: cp.Expression, traded: cp.Expression, impact: cp.Expression | None = None,
+                  impact_idx: np.ndarray | None = None) -> cp.Expression:
+        """``trade_costs_usd`` summed, as a cvxpy expression of ``traded = buy + sell`` (impact
+        only on ``impact_idx``: see RebalanceProblem)."""
+        cost = half_spread @ traded
+        if impact is not None and impact_idx is not None and impact_idx.size:
+            cost = cost + impact @ cp.power(traded[impact_idx], 1.5)
+        return cost
+
     def component_values(self) -> dict[str, np.ndarray]:
         """Each convex component's arrays in USD, keyed ``pool/component/value``."""
         out = {}
@@ -196,14 +216,12 @@ class RebalanceProblem:
             centre, radius = p("trust_centre", (n,), signed=True), p("trust_radius", (n,))
             trust = [self.x - centre <= radius, centre - self.x <= radius]
 
-        cost = p("half_spread_usd", (n,)) @ traded
         self.has_impact = bool(spec.costs.impact > 0)
         # impact only where a side is open: a power cone pinned at its apex (a closed instrument)
         # is degenerate for interior-point solvers
         self.impact_idx = np.flatnonzero((data.universe.buy_max > 0) | (data.universe.sell_max > 0))
-        if self.has_impact and self.impact_idx.size:
-            cost = cost + p("impact_usd", (self.impact_idx.size,)) @ cp.power(traded[self.impact_idx], 1.5)
-        self.cost = cost
+        impact = p("impact_usd", (self.impact_idx.size,)) if self.has_impact and self.impact_idx.size else None
+        self.cost = ProblemData.cost_term(p("half_spread_usd", (n,)), traded, impact, self.impact_idx)
 
         lim = data.limits
         # everything but the limits, the turnover budget and the margin target: what the

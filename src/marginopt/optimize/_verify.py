@@ -131,8 +131,7 @@ class Verifier:
         return out
 
     def cost_usd(self, t: np.ndarray) -> float:
-        a = np.abs(t)
-        return float(self.data.half_spread_usd @ a + self.data.impact_usd @ a ** 1.5)
+        return self.data.cost_usd(t)
 
     def objective_usd(self, margin: float, cost: float) -> float:
         """The spec's objective, with the calculator's margin."""
