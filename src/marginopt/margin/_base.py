@@ -205,9 +205,9 @@ class ComponentSpec(BaseModel):
             raise ValueError(f"{cls.__name__} is {'convex' if cls.implementation.convex else 'not convex'}")
         return v
 
+    @abstractmethod
     def bind(self, ctx: PoolContext) -> BoundComponent:
         """The rule bound to one pool's instruments and the market."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement bind")
 
 
 # --------------------------------------------------------------------------- the registry
