@@ -23,7 +23,7 @@ from ._solvers import ProblemClass, SolveReport, solve
 from ._spec import RebalanceSpec
 
 #: budgets and targets are set this fraction inside the spec's own figure, so an answer within a
-#: solver's feasibility tolerance (SCIP's is 1e-9, relative) still meets the figure itself when
+#: solver's feasibility tolerance (SCIP runs at 1e-9) still meets the figure itself when
 #: the verifier checks it
 _INSIDE = 1e-7
 #: a mixed-integer tie-break is not started with less than this many seconds of the budget left

@@ -92,8 +92,6 @@ def installed_solvers() -> frozenset[str]:
     return frozenset(cp.installed_solvers())
 
 
-_installed = installed_solvers
-
 #: a second try, with the solver's own defaults, after a solver fails outright (SCIP's LP can
 #: hit "unresolved numerical troubles" at tight tolerances and not at its defaults)
 RETRY_OPTIONS: dict[str, dict[str, Any]] = {"SCIP": {}}
@@ -178,7 +176,7 @@ def solve(problem: cp.Problem, problem_class: ProblemClass, solver: str | None =
     ``SolverFailed`` with what every solver said when none answered. With ``bounded_below`` an
     "unbounded" status is a solver error: the next solver is tried.
     """
-    installed = _installed()
+    installed = installed_solvers()
     attempts: list[tuple[str, str]] = []
     for name in chain(problem_class, solver):
         if name not in installed:

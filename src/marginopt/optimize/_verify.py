@@ -110,25 +110,18 @@ class Verifier:
         tol = LIMIT_TOLERANCE * self._scale
         self.breached_before = (g0 < lim.lower - tol) | (g0 > lim.upper + tol)
         self.margin_before_usd = float(data.margin_before_usd)
-        self._rules = self._bound_rules()
 
     # ------------------------------------------------------------------ pieces
-    def _bound_rules(self) -> list[str]:
-        """Why each instrument's bounds are what they are (for messages)."""
-        spec, u = self.spec, self.data.universe
-        out = []
-        for name, x in zip(self.names, u.x0):
-            if name in spec.do_not_trade:
-                out.append("do_not_trade")
-            elif name in spec.close_only:
-                out.append("close_only")
-            elif spec.no_new_instruments and x == 0.0:
-                out.append("no_new_instruments")
-            elif name in u.frozen:
-                out.append(u.frozen[name])
-            else:
-                out.append("trade bound")
-        return out
+    def _bound_rule(self, j: int) -> str:
+        """Why instrument ``j``'s bounds are what they are (only for a violation's message)."""
+        spec, u, name = self.spec, self.data.universe, self.names[j]
+        if name in spec.do_not_trade:
+            return "do_not_trade"
+        if name in spec.close_only:
+            return "close_only"
+        if spec.no_new_instruments and u.x0[j] == 0.0:
+            return "no_new_instruments"
+        return u.frozen.get(name, "trade bound")
 
     def cost_usd(self, t: np.ndarray) -> float:
         return self.data.cost_usd(t)
@@ -175,7 +168,7 @@ class Verifier:
                 found.append(Violation(
                     "trade_bound", self.names[j], float(over[j]),
                     f"{side} {amount[j]:.6g} of {self.names[j]} exceeds its bound {bound[j]:.6g} "
-                    f"({self._rules[j]})"))
+                    f"({self._bound_rule(j)})"))
 
         turnover = float(d.notional_usd @ np.abs(t))
         budget = spec.trade_bounds.turnover_usd
