@@ -3,8 +3,8 @@ category (with examples), and the cached-vs-fresh property over snapshot sequenc
 
     python benchmarks/audit.py [--cases 400] [--sequences 200] [--start 0] [--examples 3]
 
-The generators and the independent checker are in tests/optimize/_audit.py (the same seeds as
-tests/optimize/test_audit.py).
+The generators and the independent checker are in tests/rebalance/_audit.py (the same seeds as
+tests/rebalance/test_audit.py).
 """
 
 from __future__ import annotations

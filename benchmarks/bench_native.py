@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 import marginopt as mo
-from marginopt.optimize._native import NativeProblem, lp_blocks
+from marginopt.rebalance._native import NativeProblem, lp_blocks
 from marginopt.synthetic import make_book, make_market
 
 

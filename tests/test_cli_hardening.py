@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from marginopt import __version__
 from marginopt.cli import app, sample_paths
 from marginopt.errors import OutputError, SpecError
-from marginopt.optimize import RebalanceSpec
+from marginopt.rebalance import RebalanceSpec
 
 runner = CliRunner()
 P = sample_paths()

@@ -23,10 +23,10 @@ import marginopt
 from marginopt.batch._job import load_job
 from marginopt.cli import app, sample_paths
 from marginopt.errors import InputError, InvalidValue, MarginoptError, ModelError, SpecError
-from marginopt.margin import load_model
+from marginopt.margins import load_model
 from marginopt.market import MarketSnapshot, load_market
-from marginopt.optimize import RebalanceSpec, load_spec
-from marginopt.optimize._data import build_universe, limit_rows
+from marginopt.rebalance import RebalanceSpec, load_spec
+from marginopt.rebalance._data import build_universe, limit_rows
 from marginopt.portfolio import Portfolio, load_portfolio
 from marginopt.thresholds import MAX_ABS_QUANTITY, MAX_MARK_IV_PCT
 

@@ -44,7 +44,7 @@ print("ok")
 
 def test_every_module_imports_first_in_a_fresh_package():
     names = modules()
-    assert "marginopt.margin._base" in names and "marginopt.derive._component" in names
+    assert "marginopt.margins._base" in names and "marginopt.derive._component" in names
     done = subprocess.run([sys.executable, "-c", EACH_FIRST], input=json.dumps(names),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -63,5 +63,15 @@ def test_a_venue_component_imports_alone():
     """A really fresh interpreter for the module an import cycle between the core and a venue
     would go through (it subclasses the core's spec base and registers itself)."""
     assert "derive_pm2" in _run("import marginopt.derive._component\n"
-                                "from marginopt.margin._base import registered_components\n"
+                                "from marginopt.margins._base import registered_components\n"
                                 "print(list(registered_components()))")
+
+
+def test_subpackages_are_not_shadowed_by_the_functions():
+    """``marginopt.margin`` and ``marginopt.optimize`` are the functions; the subpackages that hold
+    them have names of their own, so both stay reachable as attributes."""
+    import marginopt
+
+    assert callable(marginopt.margin) and callable(marginopt.optimize)
+    assert marginopt.margins.BoundModel.__module__ == "marginopt.margins._model"
+    assert marginopt.rebalance.Rebalancer is marginopt.Rebalancer

@@ -14,14 +14,14 @@ import yaml
 
 import marginopt as mo
 from marginopt.errors import ModelError
-from marginopt.margin import (BoundComponent, ComponentSpec, PoolContext, Term, register,
+from marginopt.margins import (BoundComponent, ComponentSpec, PoolContext, Term, register,
                               registered_components, unregister)
-from marginopt.margin._model import _models_dir
+from marginopt.margins._model import _models_dir
 from marginopt.scenarios import delta_in_margin_currency
 
 from marginopt.cli import sample_paths
 
-from .optimize.conftest import assert_sound
+from .rebalance.conftest import assert_sound
 
 MARGIN_PACKAGE = Path(mo.__file__).parent / "margin"
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import marginopt
 from marginopt._format import STATUS_WORDS, num
 from marginopt.cli import app, sample_paths
-from marginopt.optimize._proposal import LimitCheck
+from marginopt.rebalance._proposal import LimitCheck
 from marginopt.reports import render_html
 
 P = sample_paths()

@@ -6,10 +6,10 @@ from .errors import (ExpiredInstrument, InputError, Infeasible, InvalidValue, Ma
                      SpecError, Unbounded, UnknownInstrument, UnsupportedCurrency, UnsupportedInstrument,
                      VerificationFailed)
 from .instruments import Instrument, Kind, Settlement, parse_instrument
-from .margin import MarginModel, MarginResult, available_models, load_model, margin, model_names
+from .margins import MarginModel, MarginResult, available_models, load_model, margin, model_names
 from .market import MarketSnapshot, load_market
 from .portfolio import Portfolio, load_portfolio
-from .optimize import Proposal, RebalanceSpec, Rebalancer, load_spec, optimize
+from .rebalance import Proposal, RebalanceSpec, Rebalancer, load_spec, optimize
 from . import derive  # noqa: E402,F401  (Derive's margin component registers itself)
 
 __version__ = "0.1.0"

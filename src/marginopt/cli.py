@@ -69,7 +69,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _check_solver(solver: Optional[str]) -> None:
     """A misspelt --solver is bad input (exit 2), named with the installed solvers."""
     from .errors import SpecError
-    from .optimize._spec import check_solver
+    from .rebalance._spec import check_solver
     try:
         check_solver(solver)
     except ValueError as exc:
@@ -129,7 +129,7 @@ def _load_market(path: Path):
 
 
 def _load_model(model: str, scenarios: Optional[Path], covariance: Optional[Path]):
-    from .margin import load_model
+    from .margins import load_model
     return load_model(model, scenario_matrix=scenarios, covariance=covariance)
 
 
@@ -187,7 +187,7 @@ def margin(
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Margin of a book as the exchange's published method computes it."""
-    from .margin import margin as compute
+    from .margins import margin as compute
     result = compute(portfolio, _load_market(market), _load_model(model, scenarios, covariance))
     if as_json:
         typer.echo(result.to_json(indent=1))
@@ -220,7 +220,7 @@ def optimize(
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Propose the trades that minimise margin within the spec's limits."""
-    from .optimize import optimize as run
+    from .rebalance import optimize as run
     _check_solver(solver)
     _check_out(out)
     snap = _load_market(market)
@@ -241,7 +241,7 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the proposal 
                                                  "report.html and the charts to"),
          debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
     """Optimise the embedded sample BTC + ETH book under Deribit portfolio margin."""
-    from .optimize import optimize as run
+    from .rebalance import optimize as run
     _check_out(out)
     paths = sample_paths()
     proposal = run(paths["portfolio"], paths["market"], "deribit-pm", paths["spec"])
@@ -315,7 +315,7 @@ def batch(
 def models(as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
            debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
     """List the margin models with their source and the currencies they cover."""
-    from .margin import available_models, model_names
+    from .margins import available_models, model_names
     found = available_models()
     rows = []
     for name in model_names():

@@ -29,7 +29,7 @@ from marginopt.derive import (
 from marginopt.derive._params import build_params, params_to_block
 from marginopt.errors import MissingMarketData, UnsupportedInstrument
 from marginopt.instruments import parse_instrument
-from marginopt.margin import BoundModel
+from marginopt.margins import BoundModel
 
 from ._cases import CASE_FILES, CASE_PARAMS, CASES_DIR, case_path, close, require_cases
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .._io import describe, parse_json, read_yaml, validation_message
 from ..errors import InputError
-from ..optimize._spec import check_solver
+from ..rebalance._spec import check_solver
 
 #: an account name becomes a folder name: letters, digits, '.', '_', '-', not starting with '.'
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")

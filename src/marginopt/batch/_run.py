@@ -26,8 +26,8 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError, MarginoptError
-from ..margin import load_model
-from ..optimize import RebalanceSpec, load_spec
+from ..margins import load_model
+from ..rebalance import RebalanceSpec, load_spec
 from ..reports import atomic_write_bytes, atomic_write_text
 from ._job import Account, BatchJob, load_job, parse_overrides, resolve_accounts
 from ._isolate import IsolatedRunner, failure_record

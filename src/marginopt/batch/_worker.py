@@ -15,9 +15,9 @@ from typing import Any
 
 
 from ..errors import MarginoptError
-from ..margin import MarginModel
+from ..margins import MarginModel
 from ..market import MarketSnapshot
-from ..optimize import RebalanceSpec, Rebalancer
+from ..rebalance import RebalanceSpec, Rebalancer
 from ..portfolio import Portfolio
 
 _CACHE_SIZE = 16

@@ -120,7 +120,7 @@ def to_marginopt(case: DeriveCase, *, underlying: str | None = None,
                  valuation_time: datetime | str | None = None) -> tuple[Any, Any, Any]:
     """``(Portfolio, MarketSnapshot, MarginModel)`` of a Derive case (see the module docstring):
     ``marginopt.margin(*to_marginopt(case))`` is the case's PM2 requirement."""
-    from marginopt.margin import MarginModel, load_model
+    from marginopt.margins import MarginModel, load_model
     from marginopt.market import MarketSnapshot
     from marginopt.portfolio import Portfolio
 

@@ -54,7 +54,7 @@ from marginopt.derive._pm2 import (
 )
 from marginopt.errors import ExpiredInstrument, MissingMarketData, UnsupportedInstrument
 from marginopt.instruments import Instrument, Kind, Settlement
-from marginopt.margin._base import BoundComponent, ComponentSpec, PoolContext, Term, register
+from marginopt.margins._base import BoundComponent, ComponentSpec, PoolContext, Term, register
 
 _CFG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 

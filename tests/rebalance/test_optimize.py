@@ -9,7 +9,7 @@ import pytest
 
 import marginopt as mo
 from marginopt.errors import Infeasible, SpecError
-from marginopt.optimize import Rebalancer
+from marginopt.rebalance import Rebalancer
 
 from .conftest import assert_sound, recompute_after
 

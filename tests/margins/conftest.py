@@ -12,7 +12,7 @@ import yaml
 
 import marginopt
 from marginopt import load_model, parse_instrument
-from marginopt.margin import BoundComponent
+from marginopt.margins import BoundComponent
 
 POOLS = ("BTC", "BTC_USDC", "ETH", "ETH_USDC")
 CASES = (

@@ -8,15 +8,15 @@ import yaml
 
 import marginopt as mo
 from marginopt.errors import SolverFailed
-from marginopt.optimize import Verdict, verdict
-from marginopt.optimize._solvers import ProblemClass, solve
+from marginopt.rebalance import Verdict, verdict
+from marginopt.rebalance._solvers import ProblemClass, solve
 
 from .conftest import assert_sound, recompute_after
 
 
 @pytest.fixture(scope="module")
 def calendar_model():
-    from marginopt.margin._model import _models_dir
+    from marginopt.margins._model import _models_dir
     data = yaml.safe_load((_models_dir() / "deribit-pm.yaml").read_text())
     for rules in data["currencies"].values():
         rules["initial"].append({"type": "calendar_spread", "name": "calendar_spread", "convex": False,

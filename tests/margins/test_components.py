@@ -14,7 +14,7 @@ import yaml
 import marginopt
 from marginopt import (ModelError, Portfolio, UnsupportedInstrument, load_model,
                        parse_instrument)
-from marginopt.margin._components import (AbsExposure, CalendarSpreadCharge, ExpectedShortfall,
+from marginopt.margins._components import (AbsExposure, CalendarSpreadCharge, ExpectedShortfall,
                                           FactorRisk, RiskMatrix, ShortCharge, SizeCharge)
 from marginopt.pricing import black76
 

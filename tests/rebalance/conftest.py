@@ -4,7 +4,7 @@ import pytest
 
 import marginopt as mo
 from marginopt.cli import sample_paths
-from marginopt.optimize import Proposal
+from marginopt.rebalance import Proposal
 
 LIMIT_TOL = 1e-9
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from ..margin import MarginResult
+from ..margins import MarginResult
 
 SCHEMA_VERSION = "1.0"
 

@@ -10,8 +10,8 @@ import pytest
 
 import marginopt as mo
 from marginopt.errors import Infeasible, SolverFailed, VerificationFailed
-from marginopt.optimize import Rebalancer, Verifier
-from marginopt.optimize import _solvers
+from marginopt.rebalance import Rebalancer, Verifier
+from marginopt.rebalance import _solvers
 
 from .conftest import assert_sound
 
@@ -211,7 +211,7 @@ def test_inaccurate_answers_that_disagree_are_not_shipped(sample, monkeypatch):
                     var.value = var.value * 1.01
         return report
 
-    monkeypatch.setattr(importlib.import_module("marginopt.optimize._problem"), "solve", skewed)
+    monkeypatch.setattr(importlib.import_module("marginopt.rebalance._problem"), "solve", skewed)
     p = mo.optimize(book, market, "deribit-pm", spec)
     assert_sound(p)
     assert p.solver == "CLARABEL"
@@ -232,7 +232,7 @@ def test_confirmed_infeasibility_names_only_broken_limits(sample):
 def test_every_failure_to_verify_is_typed_with_attempts(sample, monkeypatch):
     book, market, spec = sample
     # nothing can pass
-    monkeypatch.setattr(importlib.import_module("marginopt.optimize._verify"), "LIMIT_TOLERANCE", -1.0)
+    monkeypatch.setattr(importlib.import_module("marginopt.rebalance._verify"), "LIMIT_TOLERANCE", -1.0)
     with pytest.raises(VerificationFailed) as err:
         mo.optimize(book, market, "deribit-pm", spec)
     assert err.value.attempts and err.value.exit_code == 4

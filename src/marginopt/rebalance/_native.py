@@ -38,7 +38,7 @@ import highspy
 import numpy as np
 
 from ..errors import Infeasible, SolverFailed
-from ..margin import BoundPool, LinearRows
+from ..margins import BoundPool, LinearRows
 from ._problem import _INSIDE, ProblemData, RawSolution
 from ._solvers import OPTIONS, SolveReport
 from ._spec import RebalanceSpec

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError, SpecError
 from ..instruments import Instrument, Kind, parse_instrument
-from ..margin import BoundModel, MarginModel
+from ..margins import BoundModel, MarginModel
 from ..market import MarketSnapshot, PricingInputs
 from ..portfolio import Portfolio
 from ._spec import Lots, RebalanceSpec, bucket_range

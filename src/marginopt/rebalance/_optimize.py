@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import Infeasible, OptimizationError, SolverFailed, SpecError, VerificationFailed
-from ..margin import MarginModel, MarginResult, load_model
+from ..margins import MarginModel, MarginResult, load_model
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio
 from ._data import Universe, build_universe, greeks_summary, limit_rows, open_interest_coin

@@ -1,5 +1,5 @@
 """The built-in margin components: one rule each, evaluated in numpy and compiled to cvxpy from
-the same arrays (the interface and the registry are in ``marginopt.margin._base``). Each spec
+the same arrays (the interface and the registry are in ``marginopt.margins._base``). Each spec
 registers itself with ``@register``; a model file names it by its ``type``."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import cvxpy as cp
 import numpy as np
 
 from ..errors import OptimizationError, SpecError
-from ..margin import BoundModel
+from ..margins import BoundModel
 from ..market import PricingInputs
 from ._data import LimitRows, Universe
 from ._solvers import ProblemClass, SolveReport, solve

@@ -1,4 +1,4 @@
-"""The native LP path (a persistent HiGHS model, ``optimize/_native.py``) against the cvxpy
+"""The native LP path (a persistent HiGHS model, ``rebalance/_native.py``) against the cvxpy
 reference problem: each component's LP rows against the calculator, both paths on random books
 and models, hot starts against cold solves, and the path choice in the spec."""
 
@@ -12,9 +12,9 @@ from scipy.optimize import linprog
 
 import marginopt as mo
 from marginopt.errors import MarginoptError, OptimizationError, SolverFailed, SpecError
-from marginopt.margin._components import (AbsExposure, ExpectedShortfall, RiskMatrix, ShortCharge,
+from marginopt.margins._components import (AbsExposure, ExpectedShortfall, RiskMatrix, ShortCharge,
                                           SizeCharge)
-from marginopt.optimize._native import SOLVER, NativeProblem, lp_blocks
+from marginopt.rebalance._native import SOLVER, NativeProblem, lp_blocks
 from marginopt.synthetic import make_book, make_market
 
 from ._audit import make_case
