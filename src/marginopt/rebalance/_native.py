@@ -21,11 +21,14 @@ about 1 us a coefficient, 0.3 s at 2,000 candidates) and the previous basis is s
 way HiGHS re-solves from the last stage-1 basis.
 
 A hot start must not change the answer (a re-used Rebalancer answers as a fresh one, in-process
-or on Dask): a hot answer stands only when it is provably the only optimum of its stage (every
-nonbasic column and row not fixed has a reduced cost clearly away from zero). Otherwise, or when
-the hot start fails, the snapshot is solved exactly as a freshly built model solves it (a new
-HiGHS model with the same numbers, from scratch). Answers are ``RawSolution``s like the cvxpy
-path's, verified by the same ``Verifier``.
+or on Dask). The tie-break's answer stands only when it is provably the only optimum of stage 2
+(every nonbasic column and row not fixed has a reduced cost clearly away from zero); stage 1's
+answer is offered beside it only when it too is the only optimum of stage 1 (a margin LP seldom
+is: many trade sets reach the least margin, and which one a hot start ends at is an accident of
+the basis, while the least-trading one among them is not). Otherwise, when the hot start fails,
+or when no hot answer passes verification, the snapshot is solved exactly as a freshly built
+model solves it (a new HiGHS model with the same numbers, from scratch). Answers are
+``RawSolution``s like the cvxpy path's, verified by the same ``Verifier``.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from ._problem import _INSIDE, ProblemData, RawSolution
 from ._solvers import OPTIONS, SolveReport
 from ._spec import RebalanceSpec
 
-__all__ = ["SOLVER", "NativeModels", "NativeProblem", "lp_blocks"]
+__all__ = ["SOLVER", "NativeAnswers", "NativeModels", "NativeProblem", "lp_blocks"]
 
 #: how the native path names itself in proposals and attempts
 SOLVER = "HIGHS (native)"
@@ -103,6 +106,26 @@ class _Numbers:
     rows: np.ndarray
     cols: np.ndarray
     vals: np.ndarray
+
+
+@dataclass(frozen=True)
+class NativeAnswers:
+    """What one solve of the native model offers the verifier."""
+
+    offered: tuple[RawSolution, ...]   # the tie-break's answer first, then stage 1's
+    #: stage 1's answer when it is not the only optimum of stage 1 (which of them a solve ends at
+    #: depends on its start): offered only should nothing offered pass, and only from a fresh model
+    withheld: tuple[RawSolution, ...]
+    reports: tuple[SolveReport, ...]   # stage 1's solve (what the search logs)
+    hot: bool                          # started from the previous snapshot's basis
+
+    @property
+    def stage1(self) -> RawSolution | None:
+        return next((a for a in self.offered + self.withheld if a.stage == "stage 1"), None)
+
+    @property
+    def tiebreak(self) -> RawSolution | None:
+        return next((a for a in self.offered if a.stage == "tie-break"), None)
 
 
 class NativeModels:
@@ -227,7 +250,7 @@ class NativeProblem:
         half = data.half_spread_usd
         traded_cost = np.concatenate([weight * half, weight * half])
         aux_cost = m[2 * n:] if spec.objective != "free_margin" else np.zeros(col - 2 * n)
-        tie = data.notional_usd + data.half_spread_usd
+        tie = data.tiebreak_usd
         return _Numbers(
             col_lower=np.concatenate([np.zeros(2 * n), *c_lo]),
             col_upper=np.concatenate([side(u.buy_max), side(u.sell_max), *c_hi]),
@@ -310,35 +333,89 @@ class NativeProblem:
                 raise Infeasible(f"{SOLVER} reports the problem infeasible.", attempts=attempts)
         return False
 
-    def _unique(self, cost: np.ndarray) -> bool:
-        """Whether the optimum found is the only one: every nonbasic column and row that is not
-        fixed has a reduced cost clearly away from zero (dual non-degenerate), so any start,
-        hot or cold, ends at this point."""
+    def _degenerate(self, cost: np.ndarray) -> tuple[Any, Any, np.ndarray, np.ndarray] | None:
+        """The optimum's solution and basis, and its nonbasic columns and rows (not fixed) whose
+        reduced cost is not clearly away from zero: None when there are none (dual
+        non-degenerate), so the optimum is the only one and any start, hot or cold, ends there."""
         h, num = self.h, self.num
         sol, basis = h.getSolution(), h.getBasis()
         basic = int(highspy.HighsBasisStatus.kBasic)
         extra = len(basis.row_status) - num.row_lower.size  # the tie-break row, while it is there
         row_lo = np.concatenate([num.row_lower, np.full(extra, -np.inf)])
         row_hi = np.concatenate([num.row_upper, np.full(extra, np.inf)])
+        found = []
         for status, dual, lo, hi, c in (
                 (basis.col_status, sol.col_dual, num.col_lower, num.col_upper, cost),
                 (basis.row_status, sol.row_dual, row_lo, row_hi, np.zeros(row_lo.size))):
             nonbasic = np.fromiter((int(x) != basic for x in status), bool, len(status))
-            free = nonbasic & (lo < hi)
             d = np.abs(np.asarray(dual, dtype=float))
-            if np.any(d[free] <= 1e-7 * np.maximum(1.0, np.abs(c[free]))):
-                return False
-        return True
+            found.append(nonbasic & (lo < hi) & (d <= 1e-7 * np.maximum(1.0, np.abs(c))))
+        if not (found[0].any() or found[1].any()):
+            return None
+        return sol, basis, found[0], found[1]
 
-    def solve(self) -> tuple[RawSolution, RawSolution | None]:
-        """Stage 1, then the tie-break in the same model (stage 2 is None when it failed; why is
-        in stage 1's reports). From the last basis when the answers it gives are the only optima;
-        otherwise (or when the hot start fails) solved as a freshly built model would be, so a
-        re-used model answers exactly as a new one does whatever it solved before."""
-        if self.basis is not None:
+    def _only_optimum(self, cost: np.ndarray) -> bool:
+        """Whether the optimum found is the only one. Dual non-degenerate: yes. Otherwise the
+        optimal face is searched: every nonbasic column and row whose reduced cost is not zero is
+        held where it is (on the face they cannot move), and an LP from the current basis pushes
+        the degenerate ones away from their bounds as far as it can. The basis determines the
+        basic values from the nonbasic ones, so if none can move (by more than 1e-10 of the
+        answer's size), no other optimum exists."""
+        found = self._degenerate(cost)
+        if found is None:
+            return True
+        sol, basis, cols, rows = found
+        h, num = self.h, self.num
+        x = np.asarray(sol.col_value, dtype=float)
+        act = np.asarray(sol.row_value, dtype=float)
+        basic = int(highspy.HighsBasisStatus.kBasic)
+        nb_col = np.fromiter((int(s) != basic for s in basis.col_status), bool, x.size)
+        nb_row = np.fromiter((int(s) != basic for s in basis.row_status), bool, act.size)
+        lp = h.getLp()
+        col_lo, col_hi = np.array(lp.col_lower_), np.array(lp.col_upper_)
+        row_lo, row_hi = np.array(lp.row_lower_), np.array(lp.row_upper_)
+        # which way each degenerate one may move: up from its lower bound, down from its upper
+        at_lo_c = np.abs(x - col_lo) <= np.abs(x - col_hi)
+        at_lo_r = np.abs(act - row_lo) <= np.abs(act - row_hi)
+        push = np.where(cols, np.where(at_lo_c, -1.0, 1.0), 0.0)   # minimised
+        if rows.any():
+            a = lp.a_matrix_
+            import scipy.sparse as sp
+            A = sp.csc_matrix((np.asarray(a.value_), np.asarray(a.index_), np.asarray(a.start_)),
+                              shape=(act.size, x.size))
+            w = np.where(rows, np.where(at_lo_r, -1.0, 1.0), 0.0)
+            push = push + A.T @ w
+        hold_c = np.flatnonzero(nb_col & ~cols).astype(np.int32)
+        hold_r = np.flatnonzero(nb_row & ~rows).astype(np.int32)
+        every = np.arange(x.size, dtype=np.int32)
+        old_cost = np.array(lp.col_cost_)
+        try:
+            h.changeColsBounds(hold_c.size, hold_c, x[hold_c], x[hold_c])
+            h.changeRowsBounds(hold_r.size, hold_r, act[hold_r], act[hold_r])
+            h.changeColsCost(x.size, every, push)
+            h.setOptionValue("time_limit", h.getRunTime() + float(self.spec.time_limit_s))
+            h.run()
+            if h.getModelStatus() != _OPTIMAL:
+                return False  # unbounded: a whole ray of optima; anything else: not proven
+            y = np.asarray(h.getSolution().col_value, dtype=float)
+            size = max(1.0, float(np.max(np.abs(x[: 2 * self.n]), initial=0.0)))
+            return float(push @ x - push @ y) <= 1e-10 * size
+        finally:
+            h.changeColsBounds(hold_c.size, hold_c, col_lo[hold_c], col_hi[hold_c])
+            h.changeRowsBounds(hold_r.size, hold_r, row_lo[hold_r], row_hi[hold_r])
+            h.changeColsCost(x.size, every, old_cost)  # the caller sets its basis again
+
+    def solve(self, fresh: bool = False) -> NativeAnswers:
+        """Stage 1, then the tie-break in the same model. From the last basis when the answers
+        it gives are the only optima (see the module's notes); otherwise, when the hot start
+        fails, or when asked (``fresh``: no hot answer passed verification), solved as a freshly
+        built model would be, so a re-used model answers exactly as a new one does whatever it
+        solved before."""
+        if self.basis is not None and not fresh:
             answers = self._stages(hot=True)
             if answers is not None:
                 return answers
+        if self.basis is not None:
             self._fresh()
         answers = self._stages(hot=False)
         assert answers is not None
@@ -355,9 +432,9 @@ class NativeProblem:
         self.passes -= 1
         self.fresh_solves += 1
 
-    def _stages(self, hot: bool) -> tuple[RawSolution, RawSolution | None] | None:
-        """Both stages; None when ``hot`` and an answer is not provably the only optimum (or
-        the hot start failed): then the caller solves a fresh model."""
+    def _stages(self, hot: bool) -> NativeAnswers | None:
+        """Both stages; None when ``hot`` and the tie-break's answer is not provably the only
+        optimum (or the hot start failed): then the caller solves a fresh model."""
         h, num = self.h, self.num
         attempts: list[tuple[str, str]] = []
         start = time.perf_counter()
@@ -365,8 +442,8 @@ class NativeProblem:
             if hot:
                 return None
             raise SolverFailed(f"{SOLVER} gave no optimal answer.", attempts)
-        if hot and not self._unique(num.cost):
-            return None
+        # stage 1's answer is offered only when no other trade set reaches its optimum
+        offer_stage1 = self._degenerate(num.cost) is None
         first = SolveReport(SOLVER, "optimal", time.perf_counter() - start, (),
                             tuple(attempts + [(SOLVER, "optimal")]))
         sol = h.getSolution()
@@ -394,12 +471,12 @@ class NativeProblem:
         try:
             if not self._run(attempts2, "tie-break", ("hot",) if hot else ("hot", "cold", "loose")):
                 raise SolverFailed(f"{SOLVER} gave no optimal tie-break.", attempts2)
-            if hot and not self._unique(num.tiebreak):
+            x2 = np.asarray(h.getSolution().col_value, dtype=float)
+            report = SolveReport(SOLVER, "optimal", time.perf_counter() - start, (),
+                                 tuple(attempts2 + [(SOLVER, "optimal")]))
+            if hot and not self._only_optimum(num.tiebreak):
                 redo = True
             else:
-                report = SolveReport(SOLVER, "optimal", time.perf_counter() - start, (),
-                                     tuple(attempts2 + [(SOLVER, "optimal")]))
-                x2 = np.asarray(h.getSolution().col_value, dtype=float)
                 second = self._answer("tie-break", x2, (first, report), lower, upper, turnover)
         except (Infeasible, SolverFailed) as exc:
             if hot:
@@ -412,10 +489,12 @@ class NativeProblem:
             h.deleteRows(1, np.array([nrow], dtype=np.int32))
             h.changeColsCost(ncol, every, num.cost)
             h.setBasis(basis)
-        if redo:
+        if redo or (hot and second is None):
             return None
         self.basis = basis
-        return stage1, second
+        if second is None or offer_stage1:
+            return NativeAnswers(tuple(a for a in (second, stage1) if a is not None), (), stage1.reports, hot)
+        return NativeAnswers((second,), (stage1,), stage1.reports, hot)
 
     def _answer(self, stage: str, x: np.ndarray, reports: tuple[SolveReport, ...], lower: np.ndarray,
                 upper: np.ndarray, turnover: float) -> RawSolution:

@@ -22,7 +22,7 @@ from ..margins import MarginModel, MarginResult, load_model
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio
 from ._data import Universe, build_universe, greeks_summary, limit_rows, open_interest_coin
-from ._native import SOLVER as NATIVE, NativeModels
+from ._native import SOLVER as NATIVE, NativeAnswers, NativeModels
 from ._problem import ProblemData, RawSolution, RebalanceProblem
 from ._proposal import BoundCheck, LimitCheck, Proposal, Status, Trade
 from ._solvers import SolveReport, chain, installed_solvers
@@ -230,19 +230,30 @@ class Rebalancer:
                     raise SpecError(f"solver native cannot solve this problem: {model} (use cvxpy)",
                                     field="solver")
                 return False
-            stage1, stage2 = model.solve()
+            answers = model.solve()
+            self._offer(answers.offered, answers, data, search)
+            if not search.passed and answers.hot:
+                # a fresh model may end at other optima: answer exactly as it would
+                search.log.append((NATIVE, "no answer from the previous basis passed: solved afresh"))
+                answers = model.solve(fresh=True)
+                self._offer(answers.offered, answers, data, search)
+            if not search.passed and answers.withheld:
+                self._offer(answers.withheld, None, data, search)
         except OptimizationError as exc:
             search.log += getattr(exc, "attempts", []) or [(NATIVE, str(exc))]
             search.log.append((NATIVE, "no answer: the cvxpy problem is solved instead"))
             return False
-        search.add_reports(stage1.reports)
-        for a in (stage2, stage1):
-            if a is not None:
-                search.consider(self._clean(a.trades, data.universe), f"{NATIVE} {a.stage}", a,
-                                a.objective_margin_usd)
         if not search.passed:
             search.log.append((NATIVE, "no answer passed verification: the cvxpy problem is solved instead"))
         return bool(search.passed)
+
+    def _offer(self, offered: tuple[RawSolution, ...], answers: NativeAnswers | None, data: ProblemData,
+               search: _Search) -> None:
+        if answers is not None:
+            search.add_reports(answers.reports)
+        for a in offered:
+            search.consider(self._clean(a.trades, data.universe), f"{NATIVE} {a.stage}", a,
+                            a.objective_margin_usd)
 
     def _without_impact(self, data: ProblemData, search: _Search) -> None:
         """Every cone solver failed on the impact-cost problem (its power cones can be badly

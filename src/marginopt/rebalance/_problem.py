@@ -9,7 +9,9 @@ own cvxpy term, built from the same arrays the calculator evaluates, scaled to U
 
 from __future__ import annotations
 
+import functools
 import time
+import zlib
 from dataclasses import dataclass, replace
 
 import cvxpy as cp
@@ -36,6 +38,16 @@ _OPTIONAL = frozenset({
     "margin_target_usd", "lot", "trust_centre", "trust_radius"})
 
 
+#: the largest relative nudge of an instrument's tie-break weight (see ``ProblemData.tiebreak_usd``)
+TIEBREAK_NUDGE = 1e-7
+
+
+@functools.lru_cache(maxsize=64)
+def _nudges(names: tuple[str, ...]) -> np.ndarray:
+    """A number in [0, 1) per instrument, fixed by its name (the same in every process)."""
+    return np.array([zlib.crc32(n.encode()) for n in names], dtype=float) / 2.0 ** 32
+
+
 @dataclass(frozen=True)
 class ProblemData:
     """Every number the problem needs for one (book, market) under one structure."""
@@ -59,6 +71,15 @@ class ProblemData:
 
     def cost_usd(self, trades: np.ndarray) -> float:
         return float(self.trade_costs_usd(trades).sum())
+
+    @property
+    def tiebreak_usd(self) -> np.ndarray:
+        """Stage 2's weight per unit traded: notional plus the half spread, so that among equal
+        margins the smallest, cheapest trades win; each nudged up by a fraction below
+        ``TIEBREAK_NUDGE`` fixed by the instrument's name, so that exactly one trade set is
+        least even where instruments tie (same notional, same spread). Which optimum a solver
+        returns then does not depend on where it started: a hot start answers as a fresh solve."""
+        return (self.notional_usd + self.half_spread_usd) * (1.0 + TIEBREAK_NUDGE * _nudges(tuple(self.universe.names)))
 
     @staticmethod
     def cost_term(half_spread: cp.Expression, traded: cp.Expression, impact: cp.Expression | None = None,
@@ -314,8 +335,7 @@ class RebalanceProblem:
         self._set("half_spread_usd", data.half_spread_usd)
         self._set("impact_usd", data.impact_usd[self.impact_idx])
         self._set("notional_usd", data.notional_usd)
-        # the tie-break: notional plus the cost, so among equal margins the cheapest, smallest
-        self._set("notional_usd_tiebreak", data.notional_usd + data.half_spread_usd)
+        self._set("notional_usd_tiebreak", data.tiebreak_usd)
         lim = data.limits
         self._set("limit_lower_matrix", lim.matrix[lim.lower_rows])
         self._set("limit_lower", lim.lower[lim.lower_rows])
