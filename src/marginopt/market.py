@@ -87,6 +87,13 @@ class PricingInputs:
             theta=np.where(opt, g.theta, zero),
         )
 
+    def take(self, rows: np.ndarray) -> "PricingInputs":
+        """The inputs of some of the instruments (by position), read-only like these."""
+        arrays = {k: v[rows] for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        for v in arrays.values():
+            v.flags.writeable = False
+        return PricingInputs(instruments=tuple(self.instruments[j] for j in rows), **arrays)
+
     @cached_property
     def _linear_greeks(self) -> Greeks:
         """Black-76 greeks of the USD value per coin (options only; computed once)."""
@@ -118,6 +125,10 @@ class MarketSnapshot:
     #: implausible but possible data found when loading (each names the row and field); the
     #: command line prints them, results may carry them on
     warnings: tuple[str, ...] = ()
+    #: what this snapshot has computed once (row positions, numeric columns, pricing inputs per
+    #: instrument list): a snapshot is a fixed picture of the market; edit a copy of ``rows`` and
+    #: make a new snapshot rather than editing ``rows`` in place
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ---------------------------------------------------------------- constructors
     @classmethod
@@ -287,16 +298,39 @@ class MarketSnapshot:
             return exc.message
         return None
 
-    def pricing_inputs(self, instruments: Sequence[Instrument]) -> PricingInputs:
-        """Arrays for pricing; raises a typed error naming the first instrument that cannot be
-        priced (unknown, expired, missing forward, mark or vol)."""
-        names = [i.name for i in instruments]
-        # one vectorised lookup (rows has a unique index: from_rows rejects duplicates)
-        pos = self.rows.index.get_indexer(names) if names else np.zeros(0, dtype=int)
+    def _positions(self, names: Sequence[str]) -> np.ndarray:
+        """Each name's row (rows has a unique index: from_rows rejects duplicates)."""
+        where = self._memo.get("rows")
+        if where is None:
+            where = self._memo["rows"] = {n: j for j, n in enumerate(self.rows.index)}
+        pos = np.fromiter((where.get(n, -1) for n in names), dtype=np.intp, count=len(names))
         if np.any(pos < 0):
             raise UnknownInstrument("instrument is not in the market snapshot", source=self.source,
                                     row=names[int(np.flatnonzero(pos < 0)[0])], field="instrument_name")
-        sub = self.rows.iloc[pos]
+        return pos
+
+    def _numbers(self, field_name: str) -> np.ndarray:
+        """A numeric column as float64, read from the frame once."""
+        key = ("column", field_name)
+        col = self._memo.get(key)
+        if col is None:
+            col = self._memo[key] = self.rows[field_name].to_numpy(dtype=float)
+            col.flags.writeable = False
+        return col
+
+    def pricing_inputs(self, instruments: Sequence[Instrument]) -> PricingInputs:
+        """Arrays for pricing; raises a typed error naming the first instrument that cannot be
+        priced (unknown, expired, missing forward, mark or vol). Computed once per snapshot and
+        list of instruments (an optimizer asks for the same universe several times)."""
+        key = ("inputs", tuple([i.name for i in instruments]))  # a name fixes the instrument
+        known = self._memo.get(key)
+        if known is None:
+            known = self._memo[key] = self._pricing_inputs(instruments)
+        return known
+
+    def _pricing_inputs(self, instruments: Sequence[Instrument]) -> PricingInputs:
+        names = [i.name for i in instruments]
+        pos = self._positions(names)
         is_option = np.array([i.kind is Kind.OPTION for i in instruments], dtype=bool)
         is_spot = np.array([i.kind is Kind.SPOT for i in instruments], dtype=bool)
         underlyings = [i.underlying for i in instruments]
@@ -315,9 +349,9 @@ class MarketSnapshot:
                 f"expired at {instruments[j].expiry:%Y-%m-%d %H:%M} UTC, at or before the valuation "
                 f"time {self.valuation_time:%Y-%m-%d %H:%M} UTC", source=self.source,
                 row=names[j], field="expiry")
-        underlying_px = sub["underlying_price"].to_numpy(dtype=float)
-        iv = sub["mark_iv"].to_numpy(dtype=float) / 100.0
-        mark = sub["mark_price"].to_numpy(dtype=float)
+        underlying_px = self._numbers("underlying_price")[pos]
+        iv = self._numbers("mark_iv")[pos] / 100.0
+        mark = self._numbers("mark_price")[pos]
         # Deribit gives options an underlying_price but futures only their mark, which is
         # their forward: a dated future without underlying_price uses its mark.
         underlying_px = np.where(dated & ~is_option & ~(underlying_px > 0), mark, underlying_px)
@@ -333,7 +367,7 @@ class MarketSnapshot:
                 j = int(np.flatnonzero(mask)[0])
                 raise MissingMarketData(why, source=self.source, row=names[j], field=fld)
         strike = np.array([i.strike if i.strike is not None else np.nan for i in instruments])
-        return PricingInputs(
+        inputs = PricingInputs(
             instruments=tuple(instruments),
             is_option=is_option,
             is_call=np.array([bool(i.is_call) for i in instruments], dtype=bool),
@@ -345,9 +379,14 @@ class MarketSnapshot:
             index=index,
             sigma=np.where(is_option, iv, np.nan),
         )
+        for value in vars(inputs).values():  # shared by every caller: read-only
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+        return inputs
 
     def column(self, names: Sequence[str], field_name: str) -> np.ndarray:
-        return self.rows.loc[list(names), field_name].to_numpy(dtype=float)
+        """A numeric field of the named rows (a new array the caller may change)."""
+        return self._numbers(field_name)[self._positions(list(names))]
 
     def mark_usd(self, instruments: Sequence[Instrument],
                  inputs: PricingInputs | None = None) -> np.ndarray:

@@ -85,13 +85,14 @@ class MarginModel(BaseModel):
             # for account state (e.g. Derive collateral) that a flat book still carries
             pools[(SINGLE_POOL, None)] = []
         bound = []
+        everything = market.pricing_inputs(instruments)  # once; each pool takes its rows
         for (underlying, settlement), cols in pools.items():
             insts = tuple(instruments[j] for j in cols)
             rules = self.currencies[underlying]
             ctx = PoolContext(
                 pool=underlying if settlement in (None, Settlement.INVERSE) else f"{underlying}_USDC",
                 underlying=underlying, settlement=settlement, instruments=insts,
-                inputs=market.pricing_inputs(insts), market=market,
+                inputs=everything.take(np.asarray(cols, dtype=int)), market=market,
                 model_dir=self.path.parent if self.path else None)
             initial = [c.bind(ctx) for c in rules.initial]
             maintenance = [c.bind(ctx) for c in rules.maintenance] if rules.maintenance else None

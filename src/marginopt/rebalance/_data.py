@@ -7,6 +7,7 @@ cvxpy Parameters once and later only assigns new values.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
@@ -36,7 +37,7 @@ class Universe:
     #: instruments in the book that may not trade (name -> reason)
     frozen: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def names(self) -> list[str]:
         return [i.name for i in self.instruments]
 
@@ -138,7 +139,8 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
     keep, bound = _drop_failing(priced, held, excluded, lambda insts: model.bind(insts, market))
     if len(keep) != len(priced):
         inputs = market.pricing_inputs(keep)
-    x0 = np.array([book.quantity(i.name) for i in keep])
+    held_qty = book.positions  # keyed by canonical names, as parsed instruments are
+    x0 = np.array([held_qty.get(i.name, 0.0) for i in keep], dtype=float)
 
     buy_max = np.full(len(keep), np.inf)
     sell_max = np.full(len(keep), np.inf)
