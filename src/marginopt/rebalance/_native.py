@@ -339,7 +339,7 @@ class NativeProblem:
         non-degenerate), so the optimum is the only one and any start, hot or cold, ends there."""
         h, num = self.h, self.num
         sol, basis = h.getSolution(), h.getBasis()
-        basic = int(highspy.HighsBasisStatus.kBasic)
+        basic = highspy.HighsBasisStatus.kBasic
         extra = len(basis.row_status) - num.row_lower.size  # the tie-break row, while it is there
         row_lo = np.concatenate([num.row_lower, np.full(extra, -np.inf)])
         row_hi = np.concatenate([num.row_upper, np.full(extra, np.inf)])
@@ -347,7 +347,7 @@ class NativeProblem:
         for status, dual, lo, hi, c in (
                 (basis.col_status, sol.col_dual, num.col_lower, num.col_upper, cost),
                 (basis.row_status, sol.row_dual, row_lo, row_hi, np.zeros(row_lo.size))):
-            nonbasic = np.fromiter((int(x) != basic for x in status), bool, len(status))
+            nonbasic = np.fromiter((x is not basic for x in status), bool, len(status))  # enums are singletons
             d = np.abs(np.asarray(dual, dtype=float))
             found.append(nonbasic & (lo < hi) & (d <= 1e-7 * np.maximum(1.0, np.abs(c))))
         if not (found[0].any() or found[1].any()):
@@ -368,9 +368,9 @@ class NativeProblem:
         h, num = self.h, self.num
         x = np.asarray(sol.col_value, dtype=float)
         act = np.asarray(sol.row_value, dtype=float)
-        basic = int(highspy.HighsBasisStatus.kBasic)
-        nb_col = np.fromiter((int(s) != basic for s in basis.col_status), bool, x.size)
-        nb_row = np.fromiter((int(s) != basic for s in basis.row_status), bool, act.size)
+        basic = highspy.HighsBasisStatus.kBasic
+        nb_col = np.fromiter((s is not basic for s in basis.col_status), bool, x.size)
+        nb_row = np.fromiter((s is not basic for s in basis.row_status), bool, act.size)
         lp = h.getLp()
         col_lo, col_hi = np.array(lp.col_lower_), np.array(lp.col_upper_)
         row_lo, row_hi = np.array(lp.row_lower_), np.array(lp.row_upper_)
