@@ -296,3 +296,65 @@ def test_a_reused_model_with_many_optima_answers_as_a_fresh_one(seq):
     from . import _audit as A
 
     assert A.run_sequence(A.make_sequence(seq)) == []
+
+
+# ----------------------------------------------------------------------------- the only optimum
+def _lp(cost, lower, upper, rows):
+    """A small HiGHS model: ``rows`` as (lower, upper, coefficients); solved from scratch."""
+    import highspy
+
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.addVars(len(cost), np.asarray(lower, float), np.asarray(upper, float))
+    h.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), np.asarray(cost, float))
+    for lo, hi, coef in rows:
+        coef = np.asarray(coef, float)
+        nz = np.flatnonzero(coef).astype(np.int32)
+        h.addRow(lo, hi, nz.size, nz, coef[nz])
+    h.run()
+    return h
+
+
+def _only(h, cost):
+    from marginopt.rebalance._native import degenerate, only_optimum
+
+    lp = h.getLp()
+    cost = np.asarray(cost, float)
+    found = degenerate(h, cost, np.array(lp.col_lower_), np.array(lp.col_upper_),
+                       np.array(lp.row_lower_), np.array(lp.row_upper_))
+    x = np.array(h.getSolution().col_value)
+    verdict = only_optimum(h, cost, found, 10.0)
+    # the model is as it was: same bounds and costs (the caller sets its basis again)
+    after = h.getLp()
+    assert np.array_equal(after.col_cost_, cost) and np.array_equal(after.row_lower_, lp.row_lower_)
+    assert np.array_equal(after.col_lower_, lp.col_lower_) and np.array_equal(after.col_upper_, lp.col_upper_)
+    return found, x, verdict
+
+
+def test_a_face_of_optima_is_not_the_only_optimum():
+    # min x + y with x + y >= 1 in the unit box: every point of the segment is optimal
+    h = _lp([1, 1], [0, 0], [1, 1], [(1, np.inf, [1, 1])])
+    found, x, verdict = _only(h, [1, 1])
+    assert found is not None and verdict is False
+    assert x.sum() == pytest.approx(1.0)
+
+
+def test_a_strict_optimum_is_the_only_one():
+    h = _lp([1, 2], [0, 0], [1, 1], [(1, np.inf, [1, 1])])
+    found, x, verdict = _only(h, [1, 2])
+    assert verdict is True and x == pytest.approx([1, 0])
+
+
+def test_a_degenerate_vertex_that_cannot_move_is_the_only_optimum():
+    # min x with x + y >= 1, x - y >= 1, y >= 0: only (1, 0), a vertex where three constraints
+    # meet (the basis may leave a zero reduced cost; the face search must still say unique)
+    h = _lp([1, 0], [0, 0], [10, 10], [(1, np.inf, [1, 1]), (1, np.inf, [1, -1])])
+    found, x, verdict = _only(h, [1, 0])
+    assert verdict is True and x == pytest.approx([1, 0])
+
+
+def test_a_ray_of_optima_is_not_the_only_optimum():
+    # min x with x >= 1 and y free above 0: every (1, y) is optimal, without end
+    h = _lp([1, 0], [1, 0], [5, np.inf], [])
+    found, x, verdict = _only(h, [1, 0])
+    assert verdict is False

@@ -39,6 +39,7 @@ from typing import Any
 
 import highspy
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import Infeasible, SolverFailed
 from ..margins import BoundPool, LinearRows
@@ -46,7 +47,7 @@ from ._problem import _INSIDE, ProblemData, RawSolution
 from ._solvers import OPTIONS, SolveReport
 from ._spec import RebalanceSpec
 
-__all__ = ["SOLVER", "NativeAnswers", "NativeModels", "NativeProblem", "lp_blocks"]
+__all__ = ["SOLVER", "NativeAnswers", "NativeModels", "NativeProblem", "degenerate", "lp_blocks", "only_optimum"]
 
 #: how the native path names itself in proposals and attempts
 SOLVER = "HIGHS (native)"
@@ -106,6 +107,77 @@ class _Numbers:
     rows: np.ndarray
     cols: np.ndarray
     vals: np.ndarray
+
+
+Degenerate = tuple[Any, Any, np.ndarray, np.ndarray]
+
+
+def degenerate(h: highspy.Highs, cost: np.ndarray, col_lower: np.ndarray, col_upper: np.ndarray,
+               row_lower: np.ndarray, row_upper: np.ndarray) -> Degenerate | None:
+    """At the optimum ``h`` holds (minimising ``cost``): its solution and basis, and the
+    nonbasic columns and rows (not fixed) whose reduced cost is not clearly away from zero. None
+    when there are none (dual non-degenerate): then the optimum is the only one, and any start,
+    hot or cold, ends there."""
+    sol, basis = h.getSolution(), h.getBasis()
+    basic = int(highspy.HighsBasisStatus.kBasic)  # statuses are not singletons: compare values
+    found = []
+    for status, dual, lo, hi, c in (
+            (basis.col_status, sol.col_dual, col_lower, col_upper, cost),
+            (basis.row_status, sol.row_dual, row_lower, row_upper, np.zeros(row_lower.size))):
+        nonbasic = np.fromiter((int(x) != basic for x in status), bool, len(status))
+        d = np.abs(np.asarray(dual, dtype=float))
+        found.append(nonbasic & (lo < hi) & (d <= 1e-7 * np.maximum(1.0, np.abs(c))))
+    if not (found[0].any() or found[1].any()):
+        return None
+    return sol, basis, found[0], found[1]
+
+
+def only_optimum(h: highspy.Highs, cost: np.ndarray, found: Degenerate | None, time_limit_s: float) -> bool:
+    """Whether the optimum ``h`` holds is the only one (``found``: its ``degenerate`` entries).
+    Dual non-degenerate: yes. Otherwise the optimal face is searched: every nonbasic column and
+    row whose reduced cost is not zero is held where it is (on the face they cannot move), and an
+    LP from the current basis pushes the degenerate ones away from their bounds as far as it can.
+    The basis fixes the basic values given the nonbasic ones, so if none can move (by more than
+    1e-10 of the answer's size), no other optimum exists. The model's bounds and costs are put
+    back after; its basis is the caller's to set again."""
+    if found is None:
+        return True
+    sol, basis, cols, rows = found
+    x = np.asarray(sol.col_value, dtype=float)
+    act = np.asarray(sol.row_value, dtype=float)
+    basic = int(highspy.HighsBasisStatus.kBasic)
+    nb_col = np.fromiter((int(s) != basic for s in basis.col_status), bool, x.size)
+    nb_row = np.fromiter((int(s) != basic for s in basis.row_status), bool, act.size)
+    lp = h.getLp()
+    col_lo, col_hi = np.array(lp.col_lower_), np.array(lp.col_upper_)
+    row_lo, row_hi = np.array(lp.row_lower_), np.array(lp.row_upper_)
+    # which way each degenerate one may move: up from its lower bound, down from its upper
+    push = np.where(cols, np.where(np.abs(x - col_lo) <= np.abs(x - col_hi), -1.0, 1.0), 0.0)  # minimised
+    if rows.any():
+        a = lp.a_matrix_
+        matrix = sp.csc_matrix((np.asarray(a.value_), np.asarray(a.index_), np.asarray(a.start_)),
+                               shape=(act.size, x.size))
+        push = push + matrix.T @ np.where(rows, np.where(np.abs(act - row_lo) <= np.abs(act - row_hi),
+                                                         -1.0, 1.0), 0.0)
+    hold_c = np.flatnonzero(nb_col & ~cols).astype(np.int32)
+    hold_r = np.flatnonzero(nb_row & ~rows).astype(np.int32)
+    every = np.arange(x.size, dtype=np.int32)
+    old_cost = np.array(lp.col_cost_)
+    try:
+        h.changeColsBounds(hold_c.size, hold_c, x[hold_c], x[hold_c])
+        h.changeRowsBounds(hold_r.size, hold_r, act[hold_r], act[hold_r])
+        h.changeColsCost(x.size, every, push)
+        h.setOptionValue("time_limit", h.getRunTime() + time_limit_s)
+        h.run()
+        if h.getModelStatus() != _OPTIMAL:
+            return False  # unbounded: a whole ray of optima; anything else: not proven
+        y = np.asarray(h.getSolution().col_value, dtype=float)
+        size = max(1.0, float(np.max(np.abs(x), initial=0.0)))
+        return float(push @ x - push @ y) <= 1e-10 * size
+    finally:
+        h.changeColsBounds(hold_c.size, hold_c, col_lo[hold_c], col_hi[hold_c])
+        h.changeRowsBounds(hold_r.size, hold_r, row_lo[hold_r], row_hi[hold_r])
+        h.changeColsCost(x.size, every, old_cost)
 
 
 @dataclass(frozen=True)
@@ -333,77 +405,15 @@ class NativeProblem:
                 raise Infeasible(f"{SOLVER} reports the problem infeasible.", attempts=attempts)
         return False
 
-    def _degenerate(self, cost: np.ndarray) -> tuple[Any, Any, np.ndarray, np.ndarray] | None:
-        """The optimum's solution and basis, and its nonbasic columns and rows (not fixed) whose
-        reduced cost is not clearly away from zero: None when there are none (dual
-        non-degenerate), so the optimum is the only one and any start, hot or cold, ends there."""
-        h, num = self.h, self.num
-        sol, basis = h.getSolution(), h.getBasis()
-        basic = highspy.HighsBasisStatus.kBasic
-        extra = len(basis.row_status) - num.row_lower.size  # the tie-break row, while it is there
-        row_lo = np.concatenate([num.row_lower, np.full(extra, -np.inf)])
-        row_hi = np.concatenate([num.row_upper, np.full(extra, np.inf)])
-        found = []
-        for status, dual, lo, hi, c in (
-                (basis.col_status, sol.col_dual, num.col_lower, num.col_upper, cost),
-                (basis.row_status, sol.row_dual, row_lo, row_hi, np.zeros(row_lo.size))):
-            nonbasic = np.fromiter((x is not basic for x in status), bool, len(status))  # enums are singletons
-            d = np.abs(np.asarray(dual, dtype=float))
-            found.append(nonbasic & (lo < hi) & (d <= 1e-7 * np.maximum(1.0, np.abs(c))))
-        if not (found[0].any() or found[1].any()):
-            return None
-        return sol, basis, found[0], found[1]
+    def _degenerate(self, cost: np.ndarray) -> Degenerate | None:
+        num = self.num
+        extra = self.h.getNumRow() - num.row_lower.size  # the tie-break row, while it is there
+        return degenerate(self.h, cost, num.col_lower, num.col_upper,
+                          np.concatenate([num.row_lower, np.full(extra, -np.inf)]),
+                          np.concatenate([num.row_upper, np.full(extra, np.inf)]))
 
     def _only_optimum(self, cost: np.ndarray) -> bool:
-        """Whether the optimum found is the only one. Dual non-degenerate: yes. Otherwise the
-        optimal face is searched: every nonbasic column and row whose reduced cost is not zero is
-        held where it is (on the face they cannot move), and an LP from the current basis pushes
-        the degenerate ones away from their bounds as far as it can. The basis determines the
-        basic values from the nonbasic ones, so if none can move (by more than 1e-10 of the
-        answer's size), no other optimum exists."""
-        found = self._degenerate(cost)
-        if found is None:
-            return True
-        sol, basis, cols, rows = found
-        h, num = self.h, self.num
-        x = np.asarray(sol.col_value, dtype=float)
-        act = np.asarray(sol.row_value, dtype=float)
-        basic = highspy.HighsBasisStatus.kBasic
-        nb_col = np.fromiter((s is not basic for s in basis.col_status), bool, x.size)
-        nb_row = np.fromiter((s is not basic for s in basis.row_status), bool, act.size)
-        lp = h.getLp()
-        col_lo, col_hi = np.array(lp.col_lower_), np.array(lp.col_upper_)
-        row_lo, row_hi = np.array(lp.row_lower_), np.array(lp.row_upper_)
-        # which way each degenerate one may move: up from its lower bound, down from its upper
-        at_lo_c = np.abs(x - col_lo) <= np.abs(x - col_hi)
-        at_lo_r = np.abs(act - row_lo) <= np.abs(act - row_hi)
-        push = np.where(cols, np.where(at_lo_c, -1.0, 1.0), 0.0)   # minimised
-        if rows.any():
-            a = lp.a_matrix_
-            import scipy.sparse as sp
-            A = sp.csc_matrix((np.asarray(a.value_), np.asarray(a.index_), np.asarray(a.start_)),
-                              shape=(act.size, x.size))
-            w = np.where(rows, np.where(at_lo_r, -1.0, 1.0), 0.0)
-            push = push + A.T @ w
-        hold_c = np.flatnonzero(nb_col & ~cols).astype(np.int32)
-        hold_r = np.flatnonzero(nb_row & ~rows).astype(np.int32)
-        every = np.arange(x.size, dtype=np.int32)
-        old_cost = np.array(lp.col_cost_)
-        try:
-            h.changeColsBounds(hold_c.size, hold_c, x[hold_c], x[hold_c])
-            h.changeRowsBounds(hold_r.size, hold_r, act[hold_r], act[hold_r])
-            h.changeColsCost(x.size, every, push)
-            h.setOptionValue("time_limit", h.getRunTime() + float(self.spec.time_limit_s))
-            h.run()
-            if h.getModelStatus() != _OPTIMAL:
-                return False  # unbounded: a whole ray of optima; anything else: not proven
-            y = np.asarray(h.getSolution().col_value, dtype=float)
-            size = max(1.0, float(np.max(np.abs(x[: 2 * self.n]), initial=0.0)))
-            return float(push @ x - push @ y) <= 1e-10 * size
-        finally:
-            h.changeColsBounds(hold_c.size, hold_c, col_lo[hold_c], col_hi[hold_c])
-            h.changeRowsBounds(hold_r.size, hold_r, row_lo[hold_r], row_hi[hold_r])
-            h.changeColsCost(x.size, every, old_cost)  # the caller sets its basis again
+        return only_optimum(self.h, cost, self._degenerate(cost), float(self.spec.time_limit_s))
 
     def solve(self, fresh: bool = False) -> NativeAnswers:
         """Stage 1, then the tie-break in the same model. From the last basis when the answers
