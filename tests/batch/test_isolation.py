@@ -71,3 +71,65 @@ def test_a_native_crash_and_a_time_out_fail_only_their_own_accounts(six, monkeyp
     s2 = again.summary.set_index("account")
     assert (s2["status"] != "error").all()
     assert s2.loc["crash", "margin_after_usd"] == s2.loc["slow", "margin_after_usd"]
+
+
+def test_on_dask_a_native_crash_and_a_time_out_fail_only_their_own_accounts(six):
+    """Before: on Dask there was no per-account time limit (a solve that never returned held its
+    worker for ever), and a native crash killed the worker, so the whole chunk was re-run.
+    Now each worker runs its accounts in a child process with the job's time limit, as in-process
+    runs do. The hook is installed in each worker by a plugin, before the worker forks its child."""
+    import dask
+    from distributed import Client, LocalCluster, WorkerPlugin
+
+    class Hook(WorkerPlugin):
+        def setup(self, worker):
+            import os as _os
+            import time as _time
+
+            from marginopt.batch import _worker as w
+
+            real, parent = w.book_from_bytes, _os.getpid()
+
+            def hooked(data, source):
+                if _os.getpid() != parent:          # only ever in the worker's child
+                    if source.endswith("crash.csv"):
+                        _os.abort()
+                    if source.endswith("slow.csv"):
+                        _time.sleep(600)
+                return real(data, source)
+
+            w.book_from_bytes = hooked
+
+    with dask.config.set({"distributed.worker.daemon": False}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=":0")
+    try:
+        with Client(cluster) as client:
+            client.register_plugin(Hook())
+            job = write_job(six, "out_dask", account_time_limit_s=3)
+            t0 = time.perf_counter()
+            result = run_batch(job, scheduler=cluster.scheduler_address, progress=False)
+            assert time.perf_counter() - t0 < 90
+    finally:
+        cluster.close()
+    s = result.summary.set_index("account")
+    assert len(s) == 6 and (s["status"] != "pending").all()
+    assert set(s.index[s["status"] != "error"]) == {f"acct_{i:03d}" for i in range(4)}
+    crash, slow = s.loc["crash"], s.loc["slow"]
+    assert crash["error_class"] == "AccountCrashed" and "killed by SIGABRT" in crash["error"]
+    assert slow["error_class"] == "AccountTimedOut" and "account_time_limit_s of 3 s" in slow["error"]
+
+
+def test_daemonic_dask_workers_are_named_in_the_log(six):
+    """Workers that may not start children run accounts directly: the run says so."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
+    try:
+        result = run_batch(write_job(six, "out_daemon"), scheduler=cluster.scheduler_address,
+                           progress=False)
+    finally:
+        cluster.close()
+    assert (result.summary["status"] != "error").all()
+    log = (six / "out_daemon" / "run.log").read_text()
+    assert "1 of the cluster's workers are daemonic" in log and "without account_time_limit_s" in log

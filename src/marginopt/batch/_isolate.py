@@ -32,6 +32,12 @@ def _context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+def can_isolate() -> bool:
+    """Whether accounts can run in a child of this process without pickling the market and
+    model to it (a fork shares them; a spawned child would be sent them on every start)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: the child is killed when the run's process dies (a killed run leaves no solve
     running on its own)."""

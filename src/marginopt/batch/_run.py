@@ -400,6 +400,13 @@ def run_batch(job: BatchJob | str | Path | Mapping[str, Any], workers: int | Non
         lock.close()
 
 
+def _is_daemon() -> bool:
+    """Run on each Dask worker: whether it may not start child processes."""
+    import multiprocessing
+
+    return bool(multiprocessing.current_process().daemon)
+
+
 def _dask_failure(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -474,7 +481,10 @@ def _run_dask(tasks: list[Task], market: MarketRef, model, model_key: str, job: 
         import dask
         # a task whose worker dies is not retried on the next worker: its chunk is re-run one
         # account per task instead (below), so a crashing account takes no other down with it
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        # workers that may start children: each runs its accounts in a child process with the
+        # job's time limit, as in-process runs do (see run_chunk)
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                              "distributed.worker.daemon": False}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                    dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster)
@@ -483,13 +493,18 @@ def _run_dask(tasks: list[Task], market: MarketRef, model, model_key: str, job: 
         chunks = _chunks(tasks, n, job.chunk_size)
         runlog(f"dask {distributed.__version__}: {n} workers, {len(chunks)} tasks of up to "
                f"{len(chunks[0])} accounts")
+        daemonic = [w for w, d in client.run(_is_daemon).items() if d]
+        if daemonic:
+            runlog(f"{len(daemonic)} of the cluster's workers are daemonic processes, which may not "
+                   "start children: their accounts run without account_time_limit_s (start workers "
+                   "with DASK_DISTRIBUTED__WORKER__DAEMON=False)", logging.WARNING)
         t0 = time.perf_counter()
         market_f = client.scatter(market, broadcast=True, hash=False)
         model_f = client.scatter(model, broadcast=True, hash=False)
 
         def submit(chunk: list[Task]):
             return client.submit(run_chunk, chunk, market_f, model_f, model_key, job.solver,
-                                 job.reports, pure=False)
+                                 job.reports, job.account_time_limit_s, pure=False)
 
         futures = {submit(chunk): chunk for chunk in chunks}
         pending = as_completed(list(futures))

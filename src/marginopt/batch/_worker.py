@@ -117,7 +117,30 @@ def run_account(task: Task, market: MarketRef, model: MarginModel, model_key: st
     return {"record": record, "files": files}
 
 
+#: this worker process's child (``_isolate.IsolatedRunner``) and what it was started with
+_RUNNER: dict[str, Any] = {}
+
+
 def run_chunk(tasks: list[Task], market: MarketRef, model: MarginModel, model_key: str,
-              solver: str | None, reports: bool) -> list[dict[str, Any]]:
-    """A Dask task: several accounts, in order, on one worker (sharing its cached Rebalancers)."""
-    return [run_account(t, market, model, model_key, solver, reports) for t in tasks]
+              solver: str | None, reports: bool, time_limit_s: float | None = None) -> list[dict[str, Any]]:
+    """A Dask task: several accounts, in order, on one worker (sharing its cached Rebalancers).
+
+    With ``time_limit_s``, and where this worker may start child processes (its workers are not
+    daemonic; a local cluster of ``run_batch`` is started so), each account runs in this worker's
+    child exactly as in-process runs do: a native crash or an account past its time limit is that
+    account's error, and the worker and the chunk's other accounts go on. The child lives as
+    long as the worker, so it keeps its compiled problems between chunks."""
+    import multiprocessing
+
+    from ._isolate import IsolatedRunner, can_isolate
+
+    if time_limit_s is None or multiprocessing.current_process().daemon or not can_isolate():
+        return [run_account(t, market, model, model_key, solver, reports) for t in tasks]
+    args = (id(market), id(model), model_key, solver, reports, float(time_limit_s))
+    runner = _RUNNER.get("runner")
+    if runner is None or _RUNNER.get("args") != args:
+        if runner is not None:
+            runner.close()
+        runner = _RUNNER["runner"] = IsolatedRunner(market, model, model_key, solver, reports, time_limit_s)
+        _RUNNER["args"] = args
+    return [runner.run(t) for t in tasks]
