@@ -1,4 +1,5 @@
-"""Command line: ``marginopt demo | margin | optimize | batch | models``.
+"""Command line: ``marginopt demo | margin | optimize | batch | models | fetch | reconcile | watch |
+explain | whatif | compare``.
 
 Exit codes: 0 success, 2 bad input, 3 infeasible, 4 solver failure, 1 anything else. Errors go to
 stderr as one sentence naming the file, row and field; ``--debug`` adds the traceback.
@@ -331,6 +332,21 @@ def models(as_json: bool = typer.Option(False, "--json", help="print the list as
         cur = ", ".join(r["currencies"]) if r["pooling"] != "single" else "any (one USD pool)"
         typer.echo(f"{r['name']:<18} {r['description']}\n{'':<18} source: {r['source']}; "
                    f"currencies: {cur}; convex: {r['convex']}")
+
+
+from .explain._cli import register as _register_explain  # noqa: E402
+
+_register_explain(app, _guarded)  # explain, whatif, compare
+
+
+from .live._cli import register as _register_live  # noqa: E402  (fetch, reconcile, watch)
+
+_register_live(app, _guarded, _DEBUG_HELP, lambda: _UTCFormatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%SZ"))
+
+
+from .allocate._cli import register as _register_allocate  # noqa: E402
+
+_register_allocate(app, _guarded)  # allocate
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -148,3 +148,77 @@ class AccountCrashed(AccountFailed):
 class AccountTimedOut(AccountFailed):
     """The account's optimisation ran past the job's ``account_time_limit_s`` and was stopped;
     the next run tries it again."""
+
+
+class CredentialsError(InputError):
+    """Exchange credentials that are missing, malformed, or kept in a file others can read. The
+    message names the variable or file, never the credential itself."""
+
+
+class SnapshotError(InputError):
+    """A fetched snapshot folder that is incomplete or unreadable (no manifest, a missing file)."""
+
+
+class ExchangeError(MarginoptError):
+    """An exchange call that failed: names the venue and the endpoint, never a credential.
+    Exit code 2, like bad input: the command did not get what it needs to compute."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, venue: str, endpoint: str, attempts: int = 1) -> None:
+        self.venue = venue
+        self.endpoint = endpoint
+        self.attempts = attempts
+        self.message = message
+        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+        super().__init__(f"{venue} {endpoint}: {message}{tries}")
+
+
+class ExchangeUnavailable(ExchangeError):
+    """The exchange could not be reached or did not answer in time: a retry later may work."""
+
+
+class ExchangeNetworkError(ExchangeUnavailable):
+    """The connection failed (refused, reset, closed mid-reply)."""
+
+
+class ExchangeTimeout(ExchangeUnavailable):
+    """No reply within the time-out."""
+
+
+class ExchangeServerError(ExchangeUnavailable):
+    """The exchange answered with a server error (HTTP 5xx) on every attempt."""
+
+    def __init__(self, message: str, *, status: int, **kwargs: Any) -> None:
+        self.status = status
+        super().__init__(message, **kwargs)
+
+
+class ExchangeRateLimited(ExchangeUnavailable):
+    """The exchange kept refusing for too many requests (HTTP 429), Retry-After respected."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kwargs: Any) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message, **kwargs)
+
+
+class ExchangeAuthError(ExchangeError):
+    """The exchange refused the credentials or the session token (after one fresh login)."""
+
+
+class ExchangeRejected(ExchangeError):
+    """The exchange answered with an error of its own (bad parameter, not allowed): ``code`` and
+    the exchange's message are kept."""
+
+    def __init__(self, message: str, *, code: Any = None, **kwargs: Any) -> None:
+        self.code = code
+        super().__init__(message, **kwargs)
+
+
+class MalformedReply(ExchangeError):
+    """A reply that is not the JSON the endpoint documents (not JSON, no result, wrong shape)."""
+
+
+class PartialData(ExchangeError):
+    """A reply that parses but lacks what a snapshot needs (no instruments for a currency, no
+    index price for an underlying held, a position in an instrument the market does not list)."""

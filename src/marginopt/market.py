@@ -1,4 +1,5 @@
-"""Market snapshot: valuation time, index prices and Deribit book-summary rows per instrument."""
+"""Market snapshot: valuation time, index prices and one row of market data per instrument (the
+venue's API fields, Deribit's book-summary rows by default, read into marginopt's row fields)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .errors import (
 )
 from .instruments import Instrument, Kind, Settlement, canonical_name, parse_instrument
 from .pricing import SECONDS_PER_YEAR, Greeks, black76
+from .venues import Venue, venue as find_venue
 from .thresholds import (
     MAX_MARK_IV_PCT,
     MAX_PRICE,
@@ -32,15 +34,24 @@ from .thresholds import (
     WARN_TIMESTAMP_GAP_SECONDS,
 )
 
-#: Columns of Deribit's ``public/get_book_summary_by_currency`` rows that marginopt reads.
+#: marginopt's row fields (a venue names its API's field for each: ``Venue.market_fields``;
+#: Deribit's are those of ``public/get_book_summary_by_currency`` rows, the same names).
 ROW_FIELDS = ("mark_price", "mark_iv", "underlying_price", "bid_price", "ask_price",
               "open_interest", "volume")
 #: the largest value each row field may take (``thresholds``); a mark_iv above
 #: ``MAX_MARK_IV_PCT`` is a warning (stressed exchange test cases carry such vols)
 _ROW_MAX = {"mark_price": MAX_PRICE, "underlying_price": MAX_PRICE, "bid_price": MAX_PRICE,
             "ask_price": MAX_PRICE, "open_interest": MAX_SIZE, "volume": MAX_SIZE}
-#: Deribit's own time stamps on book-summary / ticker rows (milliseconds since 1970)
-TIMESTAMP_FIELDS = ("creation_timestamp", "timestamp")
+#: Deribit's own time stamps on book-summary / ticker rows (milliseconds since 1970); a snapshot
+#: reads its venue's (``Venue.timestamp_fields``)
+TIMESTAMP_FIELDS = find_venue("deribit").timestamp_fields
+
+
+def _venue(name: str, source: str) -> Venue:
+    try:
+        return find_venue(name)
+    except KeyError as exc:
+        raise InputError(exc.args[0], source=source, field="venue") from None
 
 
 class _SnapshotFile(BaseModel):
@@ -139,7 +150,10 @@ class MarketSnapshot:
         valuation_time: datetime | str,
         index_prices: Mapping[str, float],
         source: str = "<memory>",
+        venue: str = "deribit",
     ) -> "MarketSnapshot":
+        """Rows of market data in the fields of ``venue``'s API (``Venue.market_fields``)."""
+        place = _venue(venue, source)
         if isinstance(rows, pd.DataFrame):
             frame = rows.copy()
         else:
@@ -152,6 +166,10 @@ class MarketSnapshot:
                     raise InputError(f"a market row is an object of book-summary fields, got "
                                      f"{describe(r)}", source=source, row=i, field="instruments")
             frame = pd.DataFrame(rows)
+        renames = {api: ours for api, ours in place.api_columns().items()
+                   if api in frame.columns and ours not in frame.columns}
+        if renames:
+            frame = frame.rename(columns=renames)
         if "instrument_name" not in frame.columns:
             raise InputError("market rows need an 'instrument_name' column", source=source,
                              field="instrument_name")
@@ -231,14 +249,14 @@ class MarketSnapshot:
                 f"{iv[first]:g}% is above {MAX_MARK_IV_PCT:g}%"
                 + (f" ({len(high_iv)} instruments in all)" if len(high_iv) > 1 else "")
                 + "; check the snapshot")
-        warnings += _time_checks(frame, when, source)
+        warnings += _time_checks(frame, when, source, place.timestamp_fields)
         frame = frame.set_index("instrument_name")
         return cls(when, index, frame, source, tuple(warnings))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, valuation_time: datetime | str | None = None,
                   index_prices: Mapping[str, float] | None = None,
-                  source: str = "<memory>") -> "MarketSnapshot":
+                  source: str = "<memory>", venue: str = "deribit") -> "MarketSnapshot":
         """The snapshot file shape, or a raw Deribit response ``{"result": [rows]}`` with the
         valuation time and index prices given separately."""
         if not isinstance(data, Mapping):
@@ -251,7 +269,7 @@ class MarketSnapshot:
                 raise InputError("a raw Deribit book summary needs valuation_time and "
                                  "index_prices given separately", source=source)
             return cls.from_rows(data["result"], valuation_time=valuation_time,
-                                 index_prices=index_prices, source=source)
+                                 index_prices=index_prices, source=source, venue=venue)
         try:
             parsed = _SnapshotFile.model_validate(
                 {**data, **({"valuation_time": valuation_time} if valuation_time else {}),
@@ -261,7 +279,7 @@ class MarketSnapshot:
             raise InputError(err["msg"], source=source,
                              field=".".join(str(p) for p in err["loc"])) from None
         return cls.from_rows(parsed.instruments, valuation_time=parsed.valuation_time,
-                             index_prices=parsed.index_prices, source=source)
+                             index_prices=parsed.index_prices, source=source, venue=venue)
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str, **kwargs: Any) -> "MarketSnapshot":
@@ -413,13 +431,14 @@ class MarketSnapshot:
                               self.warnings)
 
 
-def _time_checks(frame: pd.DataFrame, when: datetime, source: str) -> list[str]:
+def _time_checks(frame: pd.DataFrame, when: datetime, source: str,
+                 timestamp_fields: tuple[str, ...] = TIMESTAMP_FIELDS) -> list[str]:
     """The valuation time against the rows' own time stamps (an error past
     ``MAX_TIMESTAMP_GAP_SECONDS``, a warning past ``WARN_TIMESTAMP_GAP_SECONDS``) and against
     the listed expiries (warnings). Returns the warnings."""
     warnings: list[str] = []
     vt = when.timestamp()
-    for col in TIMESTAMP_FIELDS:
+    for col in timestamp_fields:
         if col not in frame.columns:
             continue
         raw = frame[col]

@@ -13,21 +13,35 @@ from typing import Iterable
 
 import numpy as np
 
-from .instruments import Settlement, instrument_name, parse_instrument
+from .instruments import Kind, Settlement, parse_instrument
 from .market import MarketSnapshot
 from .portfolio import Portfolio
 from .pricing import SECONDS_PER_YEAR, black76_price
+from .venues import venue
 
-#: per underlying: index, ATM vol, strike step, basis (annual), option spread in vol points
+#: the venue whose listings, names and amounts the synthetic markets and books copy
+DERIBIT = venue("deribit")
+
+#: per underlying: index, ATM vol, strike step, basis (annual); books are sized in the venue's
+#: option lots
 _UNDERLYINGS = {
-    "BTC": dict(index=97_250.0, atm_vol=0.52, step=1_000.0, basis=0.07, lot=0.1),
-    "ETH": dict(index=3_420.0, atm_vol=0.66, step=50.0, basis=0.08, lot=1.0),
+    "BTC": dict(index=97_250.0, atm_vol=0.52, step=1_000.0, basis=0.07,
+                lot=DERIBIT.lot_sizes["BTC-option"]),
+    "ETH": dict(index=3_420.0, atm_vol=0.66, step=50.0, basis=0.08,
+                lot=DERIBIT.lot_sizes["ETH-option"]),
 }
 
 
+def _name(underlying: str, kind: Kind, settlement: Settlement = Settlement.INVERSE,
+          expiry: datetime | None = None, strike: float | None = None,
+          is_call: bool | None = None) -> str:
+    return DERIBIT.format(underlying, kind, settlement, expiry, strike, is_call)
+
+
 def _fridays(start: datetime, count_weekly: int = 3) -> list[datetime]:
-    """Deribit-like expiries: the next weeklies, month-ends and quarter-ends (Fridays 08:00)."""
-    day = start.replace(hour=8, minute=0, second=0, microsecond=0)
+    """Deribit-like expiries: the next weeklies, month-ends and quarter-ends (Fridays, at the
+    venue's expiry hour)."""
+    day = start.replace(hour=DERIBIT.expiry_hour_utc, minute=0, second=0, microsecond=0)
     fridays = []
     d = day + timedelta(days=1)
     while len(fridays) < 60:
@@ -57,10 +71,10 @@ def make_market(
         s = p["index"]
         index_prices[u] = s
         perp_spread = s * 0.00005
-        rows.append(dict(instrument_name=instrument_name(u), mark_price=s, underlying_price=s,
+        rows.append(dict(instrument_name=_name(u, Kind.PERPETUAL), mark_price=s, underlying_price=s,
                          bid_price=round(s - perp_spread, 2), ask_price=round(s + perp_spread, 2),
                          open_interest=float(rng.uniform(2e8, 9e8)), volume=float(rng.uniform(1e8, 5e8))))
-        rows.append(dict(instrument_name=instrument_name(u, settlement=Settlement.LINEAR), mark_price=s, underlying_price=s,
+        rows.append(dict(instrument_name=_name(u, Kind.PERPETUAL, Settlement.LINEAR), mark_price=s, underlying_price=s,
                          bid_price=round(s - 2 * perp_spread, 2), ask_price=round(s + 2 * perp_spread, 2),
                          open_interest=float(rng.uniform(1e3, 5e3)), volume=float(rng.uniform(1e3, 1e4))))
         for exp in expiries:
@@ -68,7 +82,7 @@ def make_market(
             fwd = round(s * np.exp(p["basis"] * t), 2)
             if (exp + timedelta(days=7)).month != exp.month:  # futures list at month ends
                 half = fwd * (0.0001 + 0.0002 * t)
-                rows.append(dict(instrument_name=instrument_name(u, exp), mark_price=fwd, underlying_price=fwd,
+                rows.append(dict(instrument_name=_name(u, Kind.FUTURE, expiry=exp), mark_price=fwd, underlying_price=fwd,
                                  bid_price=round(fwd - half, 2), ask_price=round(fwd + half, 2),
                                  open_interest=float(rng.uniform(5e7, 3e8)), volume=float(rng.uniform(1e7, 1e8))))
             width = p["atm_vol"] * np.sqrt(max(t, 1 / 365)) * 2.2
@@ -88,7 +102,7 @@ def make_market(
                 oi = np.round(rng.uniform(50, 800, strikes.size) * np.exp(-0.5 * m**2) * (1 if u == "BTC" else 12), 1)
                 for k, c, v, h, o in zip(strikes, coin, vol, half, oi):
                     rows.append(dict(
-                        instrument_name=instrument_name(u, exp, int(k), is_call),
+                        instrument_name=_name(u, Kind.OPTION, expiry=exp, strike=int(k), is_call=is_call),
                         mark_price=float(round(c, 8)), mark_iv=float(round(100 * v, 2)),
                         underlying_price=fwd,
                         bid_price=float(round(max(c - h, 0.0), 4)) if c - h > 0.0001 else None,
@@ -150,7 +164,7 @@ def make_book(market: MarketSnapshot, n_structures: int = 14, seed: int = 11) ->
                 add(otm_c[0].name, -size)
                 add(otm_c[1].name, size)
     for u in underlyings:  # hedges: perpetual and the nearest month-end future
-        add(instrument_name(u), round(float(rng.normal(0, 3 * _UNDERLYINGS[u]["lot"] * 10)), 3))
+        add(_name(u, Kind.PERPETUAL), round(float(rng.normal(0, 3 * _UNDERLYINGS[u]["lot"] * 10)), 3))
         futs = [n for n in names if n.startswith(f"{u}-") and parse_instrument(n).kind.value == "future"]
         if futs:
             add(futs[0], round(float(rng.normal(0, 2 * _UNDERLYINGS[u]["lot"] * 10)), 3))

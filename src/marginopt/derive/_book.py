@@ -1,13 +1,14 @@
 """A Derive PM2 case as a marginopt book: ``to_marginopt(case) -> (Portfolio, MarketSnapshot,
 MarginModel)``, so ``marginopt.margin`` and ``marginopt.optimize`` run on it like on any book.
 
-* Instruments are named the marginopt (Deribit) way: USDC-settled options
-  ``ETH_USDC-28FEB25-3000-C`` and the perpetual ``ETH_USDC-PERPETUAL``, in coin. The case does
+* Instruments are named as the Derive venue writes them (``marginopt.venues.derive``: Deribit's
+  scheme for USDC-settled contracts): options ``ETH_USDC-28FEB25-3000-C`` and the perpetual
+  ``ETH_USDC-PERPETUAL``, in coin. The case does
   not name its underlying: BTC when spot is at least 10,000, else ETH, unless ``underlying`` is
   given (the name only labels the instruments; the margin does not depend on it).
 * The valuation time is the case's (``ExiryTs - Expiry`` of its options); expiries are the
-  options' timestamps, which must fall at 08:00 UTC as marginopt's names imply (they do in every
-  golden case). A case with no option timestamps needs ``valuation_time`` unless it holds no
+  options' timestamps, which must fall at the venue's expiry hour, 08:00 UTC, as the names imply
+  (they do in every golden case). A case with no option timestamps needs ``valuation_time`` unless it holds no
   options.
 * The snapshot carries, per option, the PM2 mark (USD, discounted Black-76 on the expiry's SVI
   vol), the mark vol (percent), the expiry's forward; the perp's price; the index (spot) price.
@@ -33,7 +34,11 @@ import pandas as pd
 from marginopt.derive._case import DeriveCase, load_case
 from marginopt.derive._params import DeriveCaseError, params_to_block
 from marginopt.derive._pm2 import build_risk_arrays
-from marginopt.instruments import Settlement, instrument_name, parse_instrument
+from marginopt.instruments import Kind, Settlement, parse_instrument
+from marginopt.venues import venue
+
+#: the venue whose names and expiry hour a Derive book has
+DERIVE = venue("derive")
 
 #: valuation time used for a case that holds no options and gives none (margin does not depend
 #: on it then): the one every golden case with option timestamps shares
@@ -58,16 +63,18 @@ def case_valuation_time(case: DeriveCase, valuation_time: datetime | str | None 
 
 
 def option_names(case: DeriveCase, underlying: str, now: datetime) -> list[str]:
-    """marginopt names of the case's options (expiring at 08:00 UTC, checked)."""
+    """Names of the case's options as the Derive venue writes them (expiring at its expiry hour,
+    checked)."""
     out = []
+    hour = DERIVE.expiry_hour_utc
     for i, (sec, k, call) in enumerate(zip(case.option_expiry.tolist(), case.option_strike,
                                            case.option_is_call)):
         expiry = datetime.fromtimestamp(now.timestamp() + sec, tz=timezone.utc)
-        if (expiry.hour, expiry.minute, expiry.second, expiry.microsecond) != (8, 0, 0, 0):
-            raise DeriveCaseError(f"expires at {expiry:%Y-%m-%d %H:%M:%S} UTC; marginopt's "
-                                  "instrument names expire at 08:00 UTC", source=case.name,
+        if (expiry.hour, expiry.minute, expiry.second, expiry.microsecond) != (hour, 0, 0, 0):
+            raise DeriveCaseError(f"expires at {expiry:%Y-%m-%d %H:%M:%S} UTC; Derive's "
+                                  f"instrument names expire at {hour:02d}:00 UTC", source=case.name,
                                   field=f"Scenario.Options[{i}].Expiry", value=sec)
-        name = instrument_name(underlying, expiry, float(k), bool(call), settlement=Settlement.LINEAR)
+        name = DERIVE.format(underlying, Kind.OPTION, Settlement.LINEAR, expiry, float(k), bool(call))
         inst = parse_instrument(name)
         if inst.expiry != expiry or inst.strike != float(k):
             raise DeriveCaseError(f"option does not round-trip through the name {name}",
@@ -140,7 +147,7 @@ def to_marginopt(case: DeriveCase, *, underlying: str | None = None,
             "mark_iv": 100.0 * float(arrays.option_vol[i]),
             "underlying_price": float(arrays.option_forward[i]),
         })
-    perp = instrument_name(und, settlement=Settlement.LINEAR)
+    perp = DERIVE.format(und, Kind.PERPETUAL, Settlement.LINEAR)
     price = _perp_price(case)
     rows[perp] = {"instrument_name": perp, "mark_price": price, "underlying_price": price}
     if case.perp_position != 0.0 or not positions:

@@ -10,12 +10,13 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .._io import describe, read_bytes, parse_yaml, validation_message
-from ..errors import ModelError, UnsupportedCurrency
+from ..errors import ModelError, UnsupportedCurrency, UnsupportedInstrument
 from ..instruments import Instrument, Settlement
 from ..market import MarketSnapshot
+from ..venues import Venue, naming_venue, venue as find_venue, venues
 from ._base import AnyComponentSpec, BoundComponent, PoolContext
 
 SINGLE_POOL = "ALL"
@@ -46,11 +47,27 @@ class MarginModel(BaseModel):
     name: str
     description: str = ""
     source: str = ""
+    #: the venue whose rules these are (``marginopt.venues``): the instruments it margins, and
+    #: the amounts and open-interest units the optimizer trades them in
+    venue: str = "deribit"
     pooling: Literal["per_underlying", "single"] = "per_underlying"
     settlements: list[Literal["inverse", "linear"]] = ["inverse", "linear"]
     currencies: dict[str, PoolRules]
     notes: list[str] = []
     path: Path | None = Field(None, exclude=True)
+
+    @field_validator("venue")
+    @classmethod
+    def _registered_venue(cls, v: str) -> str:
+        if v not in venues():
+            raise ValueError(f"unknown venue '{v}' (registered: {', '.join(venues())}); a venue "
+                             "module registers its venue when imported")
+        return v
+
+    @property
+    def trading_venue(self) -> Venue:
+        """The ``Venue`` named by ``venue``."""
+        return find_venue(self.venue)
 
     @model_validator(mode="after")
     def _single_pool_key(self) -> "MarginModel":
@@ -67,7 +84,13 @@ class MarginModel(BaseModel):
         """Bind the rules to a list of instruments (the book, or an optimizer's universe)."""
         instruments = tuple(instruments)
         pools: dict[tuple[str, Settlement | None], list[int]] = {}
+        place = self.trading_venue
         for j, inst in enumerate(instruments):
+            if not place.accepts(inst):
+                home = naming_venue(inst.name)
+                whose = f"venue {home.name}'s" if home is not None else "an instrument of no venue"
+                raise UnsupportedInstrument(f"model {self.name} margins {place.name} instruments, "
+                                            f"not {whose}", row=inst.name, field="instrument")
             if inst.settlement.value not in self.settlements:
                 raise UnsupportedCurrency(f"model {self.name} does not margin {inst.settlement.value} "
                                           "contracts", row=inst.name, field="instrument")

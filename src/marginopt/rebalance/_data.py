@@ -18,7 +18,8 @@ from ..instruments import Instrument, Kind, parse_instrument
 from ..margins import BoundModel, MarginModel
 from ..market import MarketSnapshot, PricingInputs
 from ..portfolio import Portfolio
-from ._spec import Lots, RebalanceSpec, bucket_range
+from ..venues import Venue, naming_venue
+from ._spec import RebalanceSpec, bucket_range
 
 T = TypeVar("T")
 
@@ -118,14 +119,19 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
     excluded: dict[str, str] = {}
     keep: list[Instrument] = []
     listed = set(market.rows.index)
-    _check_spec_names(spec, held | listed)
+    place = model.trading_venue
+    _check_spec_names(spec, held | listed, place)
     for name in _candidates(book, market, spec):
         if name in held:
             keep.append(parse_instrument(name))  # the book must price: errors propagate
             continue
         inst = _try_parse(name)
         if inst is None:
-            excluded[name] = "not a Deribit instrument name"
+            excluded[name] = "not an instrument name of any venue"
+        elif not place.accepts(inst):
+            home = naming_venue(name)  # parsed, so some venue's name
+            excluded[name] = (f"model {model.name} margins {place.name} instruments, not venue "
+                              f"{getattr(home, 'name', '')}'s")
         elif name not in listed:
             raise SpecError("universe names an instrument the market snapshot does not list",
                             row=name, field="universe")
@@ -156,7 +162,7 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
     bid = market.column(names, "bid_price")
     ask = market.column(names, "ask_price")
     if tb.max_open_interest_fraction is not None:
-        oi = open_interest_coin(keep, market)
+        oi = open_interest_coin(keep, market, place)
         for j in np.flatnonzero(~np.isfinite(oi)):
             frozen.setdefault(names[j], "no open interest in the snapshot: the liquidity bound "
                                         "allows no trade")
@@ -205,7 +211,7 @@ def _unknown_name(spec: RebalanceSpec, name: str, what: str, choices: set[str], 
                      source=spec.source, field=fld, value=name)
 
 
-def _check_spec_names(spec: RebalanceSpec, known: set[str]) -> None:
+def _check_spec_names(spec: RebalanceSpec, known: set[str], place: Venue) -> None:
     """Names in a ``universe`` list and ``lots.sizes`` keys must exist: a typo is an error naming
     it and the closest names, never an instrument silently left out or a lot size never used."""
     if isinstance(spec.universe, list):
@@ -219,7 +225,7 @@ def _check_spec_names(spec: RebalanceSpec, known: set[str]) -> None:
         # may size ETH options for a book and market without ETH: that applies to nothing)
         kinds = {f"{i.underlying}-{'option' if i.is_option else 'future'}"
                  for i in (_try_parse(n) for n in known) if i is not None}
-        kinds |= {f"{k.split('-')[0]}-{kind}" for k in Lots.DEFAULTS for kind in ("option", "future")}
+        kinds |= place.lot_kinds()
         for key in spec.lots.sizes:
             if key not in known and key not in kinds:
                 raise _unknown_name(spec, key, "an instrument of the book or the market snapshot, "
@@ -228,13 +234,11 @@ def _check_spec_names(spec: RebalanceSpec, known: set[str]) -> None:
 
 
 def open_interest_coin(instruments: list[Instrument] | tuple[Instrument, ...],
-                       market: MarketSnapshot) -> np.ndarray:
-    """Open interest in coin: Deribit reports inverse futures and perpetuals in USD."""
+                       market: MarketSnapshot, place: Venue) -> np.ndarray:
+    """Open interest in coin, from the figures in the venue's units (``Venue.open_interest_coin``)."""
     names = [i.name for i in instruments]
-    oi = market.column(names, "open_interest")
-    inverse_future = np.array([i.settlement.value == "inverse" and not i.is_option for i in instruments])
-    px = market.column(names, "mark_price")
-    return np.where(inverse_future, oi / np.where(px > 0, px, np.nan), oi)
+    return place.open_interest_coin(instruments, market.column(names, "open_interest"),
+                                    market.column(names, "mark_price"))
 
 
 def limit_rows(spec: RebalanceSpec, inputs: PricingInputs, x0: np.ndarray) -> LimitRows:

@@ -110,12 +110,13 @@ class Rebalancer:
         half = np.nan_to_num(market.half_spread_usd(insts, inputs), nan=0.0) if self.spec.costs.spread \
             else np.zeros(len(insts))
         impact = np.zeros(len(insts))
+        place = self.model.trading_venue  # its lots and open-interest units
         if self.spec.costs.impact > 0:
-            oi = np.nan_to_num(open_interest_coin(insts, market), nan=0.0)
+            oi = np.nan_to_num(open_interest_coin(insts, market, place), nan=0.0)
             impact = self.spec.costs.impact * half / np.sqrt(np.maximum(oi, 1.0))
-        contract = np.array([self.spec.contract_usd(i) for i in insts])
-        coin_lot = np.array([self.spec.lot_size(i) for i in insts])
-        # coin-settled futures trade in USD contracts: a lot is contract / forward coin
+        contract = np.array([self.spec.contract_usd(i, place) for i in insts])
+        coin_lot = np.array([self.spec.lot_size(i, place) for i in insts])
+        # contracts the venue trades in USD: a lot is contract / forward coin
         lots = np.where(contract > 0, contract / inputs.forward, coin_lot)
         return ProblemData(
             universe=universe, bound=bound, inputs=inputs, limits=limit_rows(self.spec, inputs, universe.x0),
@@ -556,8 +557,9 @@ class Rebalancer:
         insts = data.universe.instruments
         idx = np.flatnonzero(trades)
         venue = self.spec.model_copy(update={"lots": self.spec.lots.model_copy(update={"mode": "round"})})
-        minimum = np.array([venue.lot_size(insts[j]) or venue.contract_usd(insts[j]) / data.inputs.forward[j]
-                            for j in idx])
+        place = self.model.trading_venue
+        minimum = np.array([venue.lot_size(insts[j], place)
+                            or venue.contract_usd(insts[j], place) / data.inputs.forward[j] for j in idx])
         small = [insts[j].name for j, m in zip(idx, minimum) if abs(trades[j]) < m]
         if not small:
             return []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
                       model_validator)
@@ -14,6 +14,9 @@ from .._io import describe, read_yaml, validation_message
 from ..errors import SpecError
 from ..instruments import Instrument, canonical_name
 from ..thresholds import MAX_LOT_SIZE
+
+if TYPE_CHECKING:
+    from ..venues import Venue
 
 Bounds = tuple[float | None, float | None]
 
@@ -93,21 +96,13 @@ class TradeBounds(BaseModel):
 class Lots(BaseModel):
     """Lot sizes in coin. ``mode``: ``none`` (continuous), ``round`` (solve, round to lots,
     repair, re-verify) or ``exact`` (mixed-integer). Sizes by instrument name, then by
-    ``<UNDERLYING>-option`` / ``<UNDERLYING>-future`` (futures and perpetuals), then defaults."""
+    ``<UNDERLYING>-option`` / ``<UNDERLYING>-future`` (futures and perpetuals), then the venue's
+    (``marginopt.venues``: its minimum amounts, or its USD contracts at the forward)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     mode: Literal["none", "round", "exact"] = "none"
     #: each size above zero and at most ``thresholds.MAX_LOT_SIZE`` coin
     sizes: dict[str, Annotated[float, Field(gt=0, le=MAX_LOT_SIZE)]] = Field(default_factory=dict)
-
-    #: Deribit's minimum amounts in coin (linear futures; options of either settlement)
-    DEFAULTS: ClassVar[Mapping[str, float]] = {
-        "BTC-option": 0.1, "ETH-option": 1.0, "SOL-option": 1.0,
-        "BTC-future": 0.0001, "ETH-future": 0.001, "SOL-future": 0.1,
-    }
-    #: Deribit's coin-settled futures and perpetuals trade in contracts of this many USD: a lot
-    #: is ``contract / forward`` coin (unless ``sizes`` names one in coin)
-    INVERSE_CONTRACT_USD: ClassVar[Mapping[str, float]] = {"BTC": 10.0, "ETH": 1.0}
 
 
 class Costs(BaseModel):
@@ -137,7 +132,7 @@ class RebalanceSpec(BaseModel):
     free_margin_usd: float | None = Field(None, gt=0)
     #: margin_plus_cost: weight of the cost against margin
     cost_weight: float = Field(1.0, ge=0)
-    #: keep |total delta in USD| per underlying under Deribit's delta-shock threshold
+    #: keep |total delta in USD| per underlying under this (a venue's delta-shock threshold)
     delta_shock_threshold_usd: float | None = Field(None, gt=0)
     solver: str | None = None
     #: a mixed-integer search (exact lots, max_instruments) stops after this many seconds and
@@ -213,26 +208,28 @@ class RebalanceSpec(BaseModel):
     def from_file(cls, path: str | Path) -> "RebalanceSpec":
         return cls.from_dict(read_yaml(path, "spec file", SpecError), source=str(path))
 
-    def lot_size(self, inst: "Instrument") -> float:
-        """Lot size in coin for ``inst`` (0 when trading is continuous)."""
-        if self.lots.mode == "none":
-            return 0.0
+    def given_lot_size(self, inst: "Instrument") -> float | None:
+        """The lot size in coin ``lots.sizes`` gives ``inst`` (by name, then by kind), if any."""
         kind = "option" if inst.is_option else "future"
         for key in (inst.name, f"{inst.underlying}-{kind}"):
             if key in self.lots.sizes:
                 return float(self.lots.sizes[key])
-        if kind == "future" and inst.settlement.value == "inverse":
-            return 0.0  # in USD contracts: the Rebalancer converts at the forward
-        return float(Lots.DEFAULTS.get(f"{inst.underlying}-{kind}", 0.0))
+        return None
 
-    def contract_usd(self, inst: "Instrument") -> float:
-        """USD per contract of a coin-settled future or perpetual with no lot size in coin
-        (0 when the spec gives one, or the instrument trades in coin)."""
-        if self.lots.mode == "none" or inst.is_option or inst.settlement.value != "inverse":
+    def lot_size(self, inst: "Instrument", venue: "Venue") -> float:
+        """Lot size in coin for ``inst`` (0 when trading is continuous, or when it trades in the
+        venue's USD contracts: see ``contract_usd``)."""
+        if self.lots.mode == "none":
             return 0.0
-        if inst.name in self.lots.sizes or f"{inst.underlying}-future" in self.lots.sizes:
+        given = self.given_lot_size(inst)
+        return given if given is not None else venue.lot_size(inst)
+
+    def contract_usd(self, inst: "Instrument", venue: "Venue") -> float:
+        """USD per contract when ``inst`` trades in the venue's USD contracts and the spec gives
+        no lot size in coin (0 otherwise); a lot is then ``contract / forward`` coin."""
+        if self.lots.mode == "none" or self.given_lot_size(inst) is not None:
             return 0.0
-        return float(Lots.INVERSE_CONTRACT_USD.get(inst.underlying, 0.0))
+        return venue.contract_usd(inst)
 
     def merged(self, overrides: Mapping[str, Any]) -> "RebalanceSpec":
         """This spec with top-level keys replaced (per-account overrides in batch jobs)."""
