@@ -7,17 +7,18 @@ stderr as one sentence naming the file, row and field; ``--debug`` adds the trac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import traceback
 from functools import wraps
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 
-from .errors import MarginoptError
+from .errors import InputError, MarginoptError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -176,20 +177,49 @@ def _print_proposal(p) -> None:
         typer.echo(f"Note: {n}")
 
 
+_LIVE_HELP = "fetch the book and market from the exchange first (instead of -p/-m; see 'marginopt fetch')"
+
+
+@contextlib.contextmanager
+def _inputs(portfolio: Optional[Path], market: Optional[Path], live: bool, venue: str, testnet: bool,
+            url: Optional[str], credentials: Optional[Path], currency: str) -> Iterator[tuple[Any, Any]]:
+    """The (book, market) of a command: from -p/-m files, or fetched with --live."""
+    if live:
+        if portfolio is not None or market is not None:
+            raise InputError("give --portfolio/--market files, or --live to fetch them, not both",
+                             field="live")
+        from .live._cli import live_inputs
+        with live_inputs(venue, testnet, url, credentials, currency, timeout=10.0, retries=3) as got:
+            yield got
+        return
+    for value, flag in ((portfolio, "--portfolio"), (market, "--market")):
+        if value is None:
+            raise InputError(f"missing option {flag} (or --live to fetch the book and market)",
+                             field=flag.lstrip("-"))
+    yield portfolio, _load_market(market)
+
+
 @app.command(short_help="Margin of a book under an exchange's published method.")
 @_guarded
 def margin(
-    portfolio: Path = typer.Option(..., "--portfolio", "-p", help="CSV or JSON book"),
-    market: Path = typer.Option(..., "--market", "-m", help="market snapshot JSON"),
+    portfolio: Optional[Path] = typer.Option(None, "--portfolio", "-p", help="CSV or JSON book"),
+    market: Optional[Path] = typer.Option(None, "--market", "-m", help="market snapshot JSON"),
     model: str = typer.Option("deribit-pm", "--model", help="model name or YAML path"),
     scenarios: Optional[Path] = typer.Option(None, help="scenario P&L matrix for scenario-max/-es"),
     covariance: Optional[Path] = typer.Option(None, help="covariance (CSV/.npy) for covariance-var"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    live: bool = typer.Option(False, "--live", help=_LIVE_HELP),
+    venue: str = typer.Option("deribit", "--venue", help="exchange for --live: deribit"),
+    testnet: bool = typer.Option(False, "--testnet", help="--live: the exchange's test environment"),
+    url: Optional[str] = typer.Option(None, "--url", help="--live: the exchange's address"),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help="--live: credentials file (mode 600)"),
+    currency: str = typer.Option("BTC,ETH", "--currency", help="--live: currencies to fetch"),
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Margin of a book as the exchange's published method computes it."""
     from .margins import margin as compute
-    result = compute(portfolio, _load_market(market), _load_model(model, scenarios, covariance))
+    with _inputs(portfolio, market, live, venue, testnet, url, credentials, currency) as (book, snap):
+        result = compute(book, snap, _load_model(model, scenarios, covariance))
     if as_json:
         typer.echo(result.to_json(indent=1))
     else:
@@ -199,9 +229,9 @@ def margin(
 @app.command(short_help="Propose the trades that minimise margin within the limits.")
 @_guarded
 def optimize(
-    portfolio: Path = typer.Option(..., "--portfolio", "-p",
-                                   help="the book: CSV or JSON of positions in coin"),
-    market: Path = typer.Option(..., "--market", "-m", help="market snapshot JSON"),
+    portfolio: Optional[Path] = typer.Option(None, "--portfolio", "-p",
+                                             help="the book: CSV or JSON of positions in coin"),
+    market: Optional[Path] = typer.Option(None, "--market", "-m", help="market snapshot JSON"),
     model: str = typer.Option("deribit-pm", "--model",
                               help="margin model: a name from 'marginopt models' or a YAML path"),
     spec: Optional[Path] = typer.Option(None, "--spec", "-s",
@@ -218,14 +248,20 @@ def optimize(
                                        help="folder to write proposal.json, proposal.md, "
                                             "report.html and the charts to"),
     as_json: bool = typer.Option(False, "--json", help="print the proposal as JSON"),
+    live: bool = typer.Option(False, "--live", help=_LIVE_HELP),
+    venue: str = typer.Option("deribit", "--venue", help="exchange for --live: deribit"),
+    testnet: bool = typer.Option(False, "--testnet", help="--live: the exchange's test environment"),
+    url: Optional[str] = typer.Option(None, "--url", help="--live: the exchange's address"),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help="--live: credentials file (mode 600)"),
+    currency: str = typer.Option("BTC,ETH", "--currency", help="--live: currencies to fetch"),
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Propose the trades that minimise margin within the spec's limits."""
     from .rebalance import optimize as run
     _check_solver(solver)
     _check_out(out)
-    snap = _load_market(market)
-    proposal = run(portfolio, snap, _load_model(model, scenarios, covariance), spec, solver)
+    with _inputs(portfolio, market, live, venue, testnet, url, credentials, currency) as (book, snap):
+        proposal = run(book, snap, _load_model(model, scenarios, covariance), spec, solver)
     if out is not None:
         _write(proposal, out, snap, as_json)
     elif as_json:
@@ -344,9 +380,7 @@ from .live._cli import register as _register_live  # noqa: E402  (fetch, reconci
 _register_live(app, _guarded, _DEBUG_HELP, lambda: _UTCFormatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%SZ"))
 
 
-from .allocate._cli import register as _register_allocate  # noqa: E402
 
-_register_allocate(app, _guarded)  # allocate
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
@@ -9,7 +10,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 
@@ -53,6 +54,19 @@ def _client(venue: str, testnet: bool, url: Optional[str], credentials: Optional
     from ._deribit import DeribitClient
     creds = load_credentials(venue, credentials) if account else None
     return DeribitClient(creds, testnet=testnet, url=url, retry=_retry(timeout, retries))
+
+
+@contextlib.contextmanager
+def live_inputs(venue: str, testnet: bool, url: Optional[str], credentials: Optional[Path],
+                currency: str, timeout: float, retries: int, keep: Optional[Path] = None
+                ) -> Iterator[tuple[Any, Any]]:
+    """``--live`` for the commands that take a book and a market: fetch a snapshot (into
+    ``keep``, or a temporary folder removed after) and give its (book, market)."""
+    from ._snapshot import fetch as fetch_snapshot
+    client = _client(venue, testnet, url, credentials, timeout, retries)
+    with tempfile.TemporaryDirectory(prefix="marginopt-live-") as tmp:
+        snap = fetch_snapshot(keep or tmp, _currencies(currency), venue=venue, client=client)
+        yield snap.portfolio(), snap.market
 
 
 def _log_to_stderr(formatter: logging.Formatter) -> logging.Handler:
