@@ -431,6 +431,17 @@ class NativeProblem:
         assert answers is not None
         return answers
 
+    def stage1_point(self) -> tuple[np.ndarray, float] | None:
+        """Stage 1 alone, from the current basis (scenario generation's search for its active
+        set: these trades are never offered, only where the relaxation misses is learnt from
+        them): the trades and the model's margin there, or None when no optimum was found. The
+        basis is kept for the next solve."""
+        if not self._run([], "stage 1", ("hot", "cold")):
+            return None
+        x = np.asarray(self.h.getSolution().col_value, dtype=float)
+        self.basis = self.h.getBasis()
+        return x[: self.n] - x[self.n: 2 * self.n], float(self.num.margin @ x)
+
     def _fresh(self) -> None:
         """A new HiGHS model with the current numbers, as a fresh build makes it."""
         self.h = highspy.Highs()

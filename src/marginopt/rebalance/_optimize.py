@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from ..margins import MarginModel, MarginResult, load_model
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio
 from ._data import Universe, build_universe, greeks_summary, limit_rows, open_interest_coin
+from ._active_set import ScenarioGeneration
 from ._native import SOLVER as NATIVE, NativeAnswers, NativeModels
 from ._problem import ProblemData, RawSolution, RebalanceProblem
 from ._proposal import BoundCheck, LimitCheck, Proposal, Status, Trade
@@ -101,6 +102,7 @@ class Rebalancer:
         self.solver = None if self.path else choice
         self._problems: dict[tuple, RebalanceProblem] = {}
         self.native = NativeModels()  # persistent HiGHS models (linear problems), by structure
+        self.scenarios = ScenarioGeneration()  # large scenario sets (``_active_set.py``)
         self.builds = 0
 
     # ------------------------------------------------------------------ data
@@ -147,15 +149,20 @@ class Rebalancer:
         timings["data"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        prob = self.problem(data, self._continuous_spec())
+        # a large scenario set is solved by scenario generation, never whole (``_active_set.py``)
+        generated = self.scenarios.applies(data)
+        prob = None if generated else self.problem(data, self._continuous_spec())
         timings["build"] = time.perf_counter() - t1
         u = data.universe
         notes: list[str] = [f"{k} is not traded: {v}" for k, v in u.frozen.items()]
         notes += [f"limit {k} skipped: {v}" for k, v in getattr(data.limits, "skipped", {}).items()]
 
         t2 = time.perf_counter()
-        search = _Search(verifier, problem_class=prob.problem_class.value)
-        self._search(prob, data, search)
+        search = _Search(verifier, problem_class=prob.problem_class.value if prob is not None else "")
+        if prob is None:
+            self.scenarios.run(self, data, search)
+        else:
+            self._search(prob, data, search)
         timings["solve"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -171,11 +178,16 @@ class Rebalancer:
                               search, snap, timings, notes)
 
     # ------------------------------------------------------------------ the search
-    def _search(self, prob: RebalanceProblem, data: ProblemData, search: _Search) -> None:
+    def _search(self, prob: RebalanceProblem | Callable[[], RebalanceProblem], data: ProblemData,
+                search: _Search) -> None:
         """Answers from each solver of the chain in turn, until one gives an answer that passes
-        (the native HiGHS path first, where the problem is linear and the spec allows it)."""
+        (the native HiGHS path first, where the problem is linear and the spec allows it). The
+        cvxpy problem may be given as a function that builds it, called only if it is needed."""
         if self._native(data, search):
             return
+        if callable(prob):
+            prob = prob()
+            search.problem_class = search.problem_class or prob.problem_class.value
         claims: list[str] = []
         for name in self._chain(prob):
             try:
