@@ -26,7 +26,7 @@ from ._active_set import ScenarioGeneration
 from ._native import SOLVER as NATIVE, NativeAnswers, NativeModels
 from ._problem import ProblemData, RawSolution, RebalanceProblem
 from ._proposal import BoundCheck, LimitCheck, Proposal, Status, Trade
-from ._solvers import SolveReport, chain, installed_solvers
+from ._solvers import ProblemClass, SolveReport, chain, installed_solvers
 from ._spec import SOLVER_PATHS, RebalanceSpec, load_spec
 from ._verify import LIMIT_TOLERANCE, Verification, Verifier
 
@@ -151,14 +151,15 @@ class Rebalancer:
         t1 = time.perf_counter()
         # a large scenario set is solved by scenario generation, never whole (``_active_set.py``)
         generated = self.scenarios.applies(data)
-        prob = None if generated else self.problem(data, self._continuous_spec())
+        # the cvxpy problem is built (or updated) only if the native path does not answer
+        prob = None if generated else (lambda: self.problem(data, self._continuous_spec()))
         timings["build"] = time.perf_counter() - t1
         u = data.universe
         notes: list[str] = [f"{k} is not traded: {v}" for k, v in u.frozen.items()]
         notes += [f"limit {k} skipped: {v}" for k, v in getattr(data.limits, "skipped", {}).items()]
 
         t2 = time.perf_counter()
-        search = _Search(verifier, problem_class=prob.problem_class.value if prob is not None else "")
+        search = _Search(verifier)
         if prob is None:
             self.scenarios.run(self, data, search)
         else:
@@ -238,6 +239,8 @@ class Rebalancer:
             return False
         try:
             model = self.native.get(data, self.spec)
+            if not isinstance(model, str):
+                search.problem_class = search.problem_class or ProblemClass.LP.value
             if isinstance(model, str):
                 if self.path == "native":
                     raise SpecError(f"solver native cannot solve this problem: {model} (use cvxpy)",
