@@ -14,6 +14,9 @@ from . import derive  # noqa: E402,F401  (Derive's margin component registers it
 from . import live  # noqa: E402,F401  (fetch, reconcile, watch; ccxt is imported on first use)
 # marginopt.explain stays the subpackage (its explain() function is marginopt.explain.explain)
 from .explain import attribute, capacity, compare, liquidation, whatif  # noqa: E402
+# marginopt.allocate is the subpackage and, called, the desk allocation: marginopt.allocate(...)
+from . import allocate  # noqa: E402,F401
+from .allocate import Allocation  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -26,5 +29,5 @@ __all__ = [
     "available_models", "load_market", "load_model", "load_portfolio", "margin", "model_names",
     "parse_instrument", "Proposal", "RebalanceSpec", "Rebalancer", "load_spec", "optimize",
     "attribute", "capacity", "compare", "liquidation", "whatif",
-
+    "allocate", "Allocation",
 ]

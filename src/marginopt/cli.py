@@ -380,7 +380,9 @@ from .live._cli import register as _register_live  # noqa: E402  (fetch, reconci
 _register_live(app, _guarded, _DEBUG_HELP, lambda: _UTCFormatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%SZ"))
 
 
+from .allocate._cli import register as _register_allocate  # noqa: E402
 
+_register_allocate(app, _guarded)  # allocate
 
 
 def main() -> None:  # pragma: no cover - console entry
