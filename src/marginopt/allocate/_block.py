@@ -14,7 +14,7 @@ import cvxpy as cp
 import numpy as np
 
 from ..errors import SpecError
-from ..rebalance._problem import ProblemData
+from ..rebalance._problem import ProblemData, margin_expression
 from ..rebalance._spec import RebalanceSpec
 
 #: budgets set this fraction inside the spec's figure (as the rebalancer does), so an answer
@@ -94,24 +94,9 @@ class AccountBlock:
         if self.sell_bounded.size:
             cons.append(self.sell[self.sell_bounded] <= p(f"{pre}/sell_max", (self.sell_bounded.size,)))
 
-        # margin: each pool's initial components, in USD, as the rebalancer builds them
-        terms = []
-        self.nonconvex: list[tuple[str, str]] = []
-        for pool in data.bound.pools:
-            xp = self.x[pool.columns]
-            for comp in pool.initial:
-                key = f"{pre}/{pool.name}/{comp.name}"
-                if comp.convex:
-                    params = {name: p(f"{key}/{name}", v.shape, signed=name in comp.signed_values)
-                              for name, v in comp.values(pool.usd_rate).items()}
-                    term = comp.term(xp, params)
-                    terms.append(term.expression)
-                    cons += term.constraints
-                else:  # sequential convex programming: the tangent at the current point
-                    self.nonconvex.append((pool.name, comp.name))
-                    terms.append(p(f"{key}/lin_const", (), signed=True)
-                                 + p(f"{key}/lin_grad", (len(pool.columns),), signed=True) @ xp)
-        self.margin = cp.sum(cp.hstack(terms)) if terms else cp.Constant(0.0)
+        # margin: each pool's initial components, in USD, exactly as the rebalancer compiles them
+        self.margin, margin_cons, self.nonconvex = margin_expression(self.x, data.bound, p, f"{pre}/")
+        cons += margin_cons
         self.trust: list[cp.Constraint] = []
         if self.nonconvex:
             centre, radius = p(f"{pre}/trust_centre", (n,), signed=True), p(f"{pre}/trust_radius", (n,))

@@ -20,6 +20,7 @@ import cvxpy as cp
 import numpy as np
 
 from ..errors import OptimizationError
+from ..rebalance._data import RowBounds
 from ..rebalance._problem import ProblemData
 from ..rebalance._solvers import ProblemClass, SolveReport, solve
 from ._accounts import Account, DeskRules
@@ -44,7 +45,7 @@ class MoveGroup:
 
 
 @dataclass(frozen=True)
-class DeskRows:
+class DeskRows(RowBounds):
     """Desk limits as rows ``lower <= sum_k M_k x_k <= upper``."""
 
     names: list[str]
@@ -52,17 +53,6 @@ class DeskRows:
     lower: np.ndarray
     upper: np.ndarray
 
-    @property
-    def lower_rows(self) -> np.ndarray:
-        return np.flatnonzero(np.isfinite(self.lower))
-
-    @property
-    def upper_rows(self) -> np.ndarray:
-        return np.flatnonzero(np.isfinite(self.upper))
-
-    def scale(self) -> np.ndarray:
-        b = np.where(np.isfinite(self.lower), np.abs(self.lower), 0.0)
-        return np.maximum(np.maximum(b, np.where(np.isfinite(self.upper), np.abs(self.upper), 0.0)), 1.0)
 
     def values(self, xs: list[np.ndarray]) -> np.ndarray:
         out = np.zeros(len(self.names))

@@ -30,7 +30,7 @@ from ..instruments import Instrument, canonical_name, parse_instrument
 from ..margins import BoundPool, load_model
 from ..market import load_market
 from ..portfolio import load_portfolio
-from ..rebalance._data import _drop_failing, limit_rows
+from ..rebalance._data import bind_priced, foreign, limit_rows, unmargined
 from ..rebalance._spec import RebalanceSpec, load_spec
 from ..thresholds import MAX_ABS_QUANTITY
 from ._common import BookLike, MarketLike, ModelLike, pool_initial_usd
@@ -170,16 +170,12 @@ def _universe(book_names: list[str], wanted: Sequence[str] | None, market: Any, 
         except InputError as exc:
             excluded[name] = exc.message
             continue
-        if model.pooling != "single" and inst.underlying not in model.currencies:
-            excluded[name] = f"model {model.name} has no parameters for {inst.underlying}"
-        elif inst.settlement.value not in model.settlements:
-            excluded[name] = f"model {model.name} does not margin {inst.settlement.value} contracts"
+        why = foreign(inst, model) or unmargined(inst, model)
+        if why:
+            excluded[name] = why
         else:
             keep.append(inst)
-    priced, inputs = _drop_failing(keep, held, excluded, market.pricing_inputs)
-    keep, bound = _drop_failing(priced, held, excluded, lambda insts: model.bind(insts, market))
-    if len(keep) != len(priced):
-        inputs = market.pricing_inputs(keep)
+    keep, bound, inputs = bind_priced(keep, held, excluded, market, model)
     return keep, excluded, bound, inputs
 
 

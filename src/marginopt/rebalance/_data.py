@@ -43,17 +43,11 @@ class Universe:
         return [i.name for i in self.instruments]
 
 
-@dataclass(frozen=True)
-class LimitRows:
-    """Greek limits as rows ``lo <= G x <= hi`` (one-sided rows kept apart; no infinities)."""
+class RowBounds:
+    """Rows ``lower <= value <= upper`` where a side may be infinite (``lower``/``upper`` arrays)."""
 
-    names: list[str]
-    matrix: np.ndarray        # R x N greeks per unit
-    lower: np.ndarray         # R (may be -inf)
-    upper: np.ndarray         # R (may be +inf)
-    #: limits of the spec left out (``limits.ETH`` -> why): a shared spec may name underlyings
-    #: this book's universe does not have; those limits constrain nothing and are reported
-    skipped: dict[str, str] = field(default_factory=dict)
+    lower: np.ndarray
+    upper: np.ndarray
 
     @property
     def lower_rows(self) -> np.ndarray:
@@ -67,6 +61,20 @@ class LimitRows:
         """The size a tolerance is relative to: the larger finite bound, at least 1."""
         b = np.where(np.isfinite(self.lower), np.abs(self.lower), 0.0)
         return np.maximum(np.maximum(b, np.where(np.isfinite(self.upper), np.abs(self.upper), 0.0)), 1.0)
+
+
+@dataclass(frozen=True)
+class LimitRows(RowBounds):
+    """Greek limits as rows ``lo <= G x <= hi`` (one-sided rows kept apart; no infinities)."""
+
+    names: list[str]
+    matrix: np.ndarray        # R x N greeks per unit
+    lower: np.ndarray         # R (may be -inf)
+    upper: np.ndarray         # R (may be +inf)
+    #: limits of the spec left out (``limits.ETH`` -> why): a shared spec may name underlyings
+    #: this book's universe does not have; those limits constrain nothing and are reported
+    skipped: dict[str, str] = field(default_factory=dict)
+
 
 
 def _candidates(book: Portfolio, market: MarketSnapshot, spec: RebalanceSpec) -> list[str]:
@@ -110,6 +118,37 @@ def _drop_failing(instruments: list[Instrument], held: set[str], excluded: dict[
             keep = [i for i in keep if i.name != bad]
 
 
+def foreign(inst: Instrument, model: MarginModel) -> str | None:
+    """Why ``model`` cannot margin ``inst`` because it is another venue's, or None."""
+    place = model.trading_venue
+    if place.accepts(inst):
+        return None
+    home = naming_venue(inst.name)  # parsed, so some venue's name
+    return f"model {model.name} margins {place.name} instruments, not venue {getattr(home, 'name', '')}'s"
+
+
+def unmargined(inst: Instrument, model: MarginModel) -> str | None:
+    """Why ``model`` has no rules for ``inst`` (its underlying or settlement), or None."""
+    if model.pooling != "single" and inst.underlying not in model.currencies:
+        return f"model {model.name} has no parameters for {inst.underlying}"
+    if inst.settlement.value not in model.settlements:
+        return f"model {model.name} does not margin {inst.settlement.value} contracts"
+    return None
+
+
+def bind_priced(instruments: list[Instrument], held: set[str], excluded: dict[str, str],
+                market: MarketSnapshot, model: MarginModel
+                ) -> tuple[list[Instrument], BoundModel, PricingInputs]:
+    """The instruments that can be priced and margined (a candidate that cannot is left out with
+    the reason in ``excluded``; a held one's error propagates), the model bound to them and their
+    pricing inputs."""
+    priced, inputs = _drop_failing(instruments, held, excluded, market.pricing_inputs)
+    keep, bound = _drop_failing(priced, held, excluded, lambda insts: model.bind(insts, market))
+    if len(keep) != len(priced):
+        inputs = market.pricing_inputs(keep)
+    return keep, bound, inputs
+
+
 def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
                    spec: RebalanceSpec) -> tuple[Universe, BoundModel, PricingInputs]:
     """The book's instruments plus the spec's candidates that can be priced, margined and quoted,
@@ -126,25 +165,16 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
             keep.append(parse_instrument(name))  # the book must price: errors propagate
             continue
         inst = _try_parse(name)
-        if inst is None:
-            excluded[name] = "not an instrument name of any venue"
-        elif not place.accepts(inst):
-            home = naming_venue(name)  # parsed, so some venue's name
-            excluded[name] = (f"model {model.name} margins {place.name} instruments, not venue "
-                              f"{getattr(home, 'name', '')}'s")
-        elif name not in listed:
+        why = "not an instrument name of any venue" if inst is None else foreign(inst, model)
+        if why is None and name not in listed:
             raise SpecError("universe names an instrument the market snapshot does not list",
                             row=name, field="universe")
-        elif model.pooling != "single" and inst.underlying not in model.currencies:
-            excluded[name] = f"model {model.name} has no parameters for {inst.underlying}"
-        elif inst.settlement.value not in model.settlements:
-            excluded[name] = f"model {model.name} does not margin {inst.settlement.value} contracts"
+        why = why or unmargined(inst, model)
+        if why:
+            excluded[name] = why
         else:
             keep.append(inst)
-    priced, inputs = _drop_failing(keep, held, excluded, market.pricing_inputs)
-    keep, bound = _drop_failing(priced, held, excluded, lambda insts: model.bind(insts, market))
-    if len(keep) != len(priced):
-        inputs = market.pricing_inputs(keep)
+    keep, bound, inputs = bind_priced(keep, held, excluded, market, model)
     held_qty = book.positions  # keyed by canonical names, as parsed instruments are
     x0 = np.array([held_qty.get(i.name, 0.0) for i in keep], dtype=float)
 

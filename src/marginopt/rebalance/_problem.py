@@ -13,6 +13,7 @@ import functools
 import time
 import zlib
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import cvxpy as cp
 import numpy as np
@@ -117,6 +118,33 @@ class ProblemData:
                 (self.lot > 0).tobytes())
 
 
+def margin_expression(x: cp.Expression, bound: BoundModel, param: Callable[..., cp.Parameter],
+                      prefix: str = "") -> tuple[cp.Expression, list[cp.Constraint], list[tuple[str, str]]]:
+    """The initial margin (USD) of the post-trade book ``x`` as cvxpy: each pool's convex
+    components by their own ``term`` on Parameters named ``{prefix}{pool}/{component}/{value}``
+    (made by ``param(name, shape, signed=)``), each non-convex one as its tangent
+    ``lin_const + lin_grad @ x`` (sequential convex programming sets both). Returns the
+    expression, the components' constraints, and the (pool, component) names linearised."""
+    terms: list[cp.Expression] = []
+    constraints: list[cp.Constraint] = []
+    nonconvex: list[tuple[str, str]] = []
+    for pool in bound.pools:
+        xp = x[pool.columns]
+        for comp in pool.initial:
+            key = f"{prefix}{pool.name}/{comp.name}"
+            if comp.convex:
+                params = {k: param(f"{key}/{k}", v.shape, signed=k in comp.signed_values)
+                          for k, v in comp.values(pool.usd_rate).items()}
+                term = comp.term(xp, params)
+                terms.append(term.expression)
+                constraints += term.constraints
+            else:
+                nonconvex.append((pool.name, comp.name))
+                terms.append(param(f"{key}/lin_const", (), signed=True)
+                             + param(f"{key}/lin_grad", (len(pool.columns),), signed=True) @ xp)
+    return (cp.sum(cp.hstack(terms)) if terms else cp.Constant(0.0)), constraints, nonconvex
+
+
 @dataclass(frozen=True)
 class RawSolution:
     """A solver's answer (a claim, until the verifier passes it)."""
@@ -213,23 +241,8 @@ class RebalanceProblem:
             constraints.append(self.sell[self.sell_bounded] <= p("sell_max", (self.sell_bounded.size,)))
 
         # margin: every pool's components, in USD
-        margin_terms = []
-        self.nonconvex: list[tuple[str, str]] = []
-        for pool in data.bound.pools:
-            xp = self.x[pool.columns]
-            for comp in pool.initial:
-                key = f"{pool.name}/{comp.name}"
-                if comp.convex:
-                    params = {k: p(f"{key}/{k}", v.shape, signed=k in comp.signed_values)
-                              for k, v in comp.values(pool.usd_rate).items()}
-                    term = comp.term(xp, params)
-                    margin_terms.append(term.expression)
-                    constraints += term.constraints
-                else:  # sequential convex programming: the tangent of the concave part
-                    self.nonconvex.append((pool.name, comp.name))
-                    margin_terms.append(p(f"{key}/lin_const", (), signed=True)
-                                        + p(f"{key}/lin_grad", (len(pool.columns),), signed=True) @ xp)
-        self.margin = cp.sum(cp.hstack(margin_terms)) if margin_terms else cp.Constant(0.0)
+        self.margin, margin_constraints, self.nonconvex = margin_expression(self.x, data.bound, p)
+        constraints += margin_constraints
         trust: list[cp.Constraint] = []
         if self.nonconvex:
             # a trust region keeps each linearised step where the tangent is a fair model (not a
