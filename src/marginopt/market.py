@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -24,7 +24,7 @@ from .errors import (
 )
 from .instruments import Instrument, Kind, Settlement, canonical_name, parse_instrument
 from .pricing import SECONDS_PER_YEAR, Greeks, black76
-from .venues import Venue, venue as find_venue
+from .venues import Venue, registry_generation, venue as find_venue
 from .thresholds import (
     MAX_MARK_IV_PCT,
     MAX_PRICE,
@@ -67,6 +67,66 @@ def _utc(ts: datetime | str | pd.Timestamp) -> datetime:
     return out.to_pydatetime()
 
 
+def _microseconds(when: datetime) -> int:
+    return (when - _EPOCH) // _MICROSECOND
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """The contract terms of a list of instruments as arrays (read-only): what pricing needs that
+    no snapshot changes, so it is built once per list, not per snapshot."""
+
+    instruments: tuple[Instrument, ...]
+    names: tuple[str, ...]
+    is_option: np.ndarray
+    is_spot: np.ndarray
+    is_call: np.ndarray
+    is_inverse: np.ndarray
+    dated: np.ndarray
+    strike: np.ndarray          # NaN for non-options
+    expiry_us: np.ndarray       # expiry in whole microseconds since 1970 (0 when undated)
+    underlyings: list[str]      # distinct, in order of appearance
+    underlying_code: np.ndarray  # each instrument's position in ``underlyings``
+
+
+_TERMS: dict[tuple[int, tuple[str, ...]], _Terms] = {}
+_TERMS_KEPT = 64  # lists remembered (an optimizer asks for a handful per universe)
+
+
+def _terms(instruments: Sequence[Instrument]) -> _Terms:
+    names = tuple([i.name for i in instruments])  # a name fixes the instrument's terms
+    key = (registry_generation(), names)  # ... under the venues registered now
+    terms = _TERMS.get(key)
+    if terms is not None:
+        return terms
+    insts = tuple(instruments)
+    unds = [i.underlying for i in insts]
+    order = list(dict.fromkeys(unds))
+    code = {u: k for k, u in enumerate(order)}
+    terms = _Terms(
+        instruments=insts, names=names,
+        is_option=np.array([i.kind is Kind.OPTION for i in insts], dtype=bool),
+        is_spot=np.array([i.kind is Kind.SPOT for i in insts], dtype=bool),
+        is_call=np.array([bool(i.is_call) for i in insts], dtype=bool),
+        is_inverse=np.array([i.settlement is Settlement.INVERSE for i in insts], dtype=bool),
+        dated=np.array([i.expiry is not None for i in insts], dtype=bool),
+        strike=np.array([i.strike if i.strike is not None else np.nan for i in insts], dtype=float),
+        expiry_us=np.array([_microseconds(i.expiry) if i.expiry is not None else 0 for i in insts],
+                           dtype=np.int64),
+        underlyings=order, underlying_code=np.array([code[u] for u in unds], dtype=np.intp))
+    for value in vars(terms).values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    if len(_TERMS) >= _TERMS_KEPT:
+        del _TERMS[next(iter(_TERMS))]  # the oldest
+    _TERMS[key] = terms
+    return terms
+
+
 @dataclass(frozen=True)
 class PricingInputs:
     """Plain arrays for a list of instruments, ready for vectorised pricing (all length N)."""
@@ -98,12 +158,16 @@ class PricingInputs:
             theta=np.where(opt, g.theta, zero),
         )
 
-    def take(self, rows: np.ndarray) -> "PricingInputs":
-        """The inputs of some of the instruments (by position), read-only like these."""
+    def take(self, rows: np.ndarray,
+             instruments: tuple[Instrument, ...] | None = None) -> "PricingInputs":
+        """The inputs of some of the instruments (by position), read-only like these
+        (``instruments``: those rows' instruments, when the caller has them)."""
         arrays = {k: v[rows] for k, v in vars(self).items() if isinstance(v, np.ndarray)}
         for v in arrays.values():
             v.flags.writeable = False
-        return PricingInputs(instruments=tuple(self.instruments[j] for j in rows), **arrays)
+        if instruments is None:
+            instruments = tuple(self.instruments[j] for j in rows)
+        return PricingInputs(instruments=instruments, **arrays)
 
     @cached_property
     def _linear_greeks(self) -> Greeks:
@@ -318,10 +382,12 @@ class MarketSnapshot:
 
     def _positions(self, names: Sequence[str]) -> np.ndarray:
         """Each name's row (rows has a unique index: from_rows rejects duplicates)."""
-        where = self._memo.get("rows")
-        if where is None:
-            where = self._memo["rows"] = {n: j for j, n in enumerate(self.rows.index)}
-        pos = np.fromiter((where.get(n, -1) for n in names), dtype=np.intp, count=len(names))
+        key = ("positions", tuple(names))
+        pos = self._memo.get(key)
+        if pos is None:
+            # pandas' hash engine, built once per index in C: a Python dict of the rows cost ~2 ms
+            pos = self._memo[key] = self.rows.index.get_indexer(key[1]).astype(np.intp, copy=False)
+            pos.flags.writeable = False
         if np.any(pos < 0):
             raise UnknownInstrument("instrument is not in the market snapshot", source=self.source,
                                     row=names[int(np.flatnonzero(pos < 0)[0])], field="instrument_name")
@@ -347,19 +413,21 @@ class MarketSnapshot:
         return known
 
     def _pricing_inputs(self, instruments: Sequence[Instrument]) -> PricingInputs:
-        names = [i.name for i in instruments]
+        terms = _terms(instruments)
+        names = terms.names
         pos = self._positions(names)
-        is_option = np.array([i.kind is Kind.OPTION for i in instruments], dtype=bool)
-        is_spot = np.array([i.kind is Kind.SPOT for i in instruments], dtype=bool)
-        underlyings = [i.underlying for i in instruments]
-        unknown_index = [u for u in underlyings if u not in self.index_prices]
-        if unknown_index:
-            j = underlyings.index(unknown_index[0])
-            raise MissingMarketData(f"no index price for {unknown_index[0]}", source=self.source,
+        is_option, is_spot = terms.is_option, terms.is_spot
+        missing = [u for u in terms.underlyings if u not in self.index_prices]
+        if missing:
+            j = int(np.flatnonzero(terms.underlying_code == terms.underlyings.index(missing[0]))[0])
+            raise MissingMarketData(f"no index price for {missing[0]}", source=self.source,
                                     row=names[j], field="index_prices")
-        index = np.array([self.index_prices[u] for u in underlyings], dtype=float)
-        t = np.array([self.year_fraction(i.expiry) for i in instruments], dtype=float)
-        dated = np.array([i.expiry is not None for i in instruments], dtype=bool)
+        index = np.array([self.index_prices[u] for u in terms.underlyings],
+                         dtype=float)[terms.underlying_code]
+        dated = terms.dated
+        # whole microseconds, as ``year_fraction``'s timedelta counts them: the same figures
+        now_us = _microseconds(self.valuation_time)
+        t = np.where(dated, (terms.expiry_us - now_us) / 1e6, 0.0) / SECONDS_PER_YEAR
         expired = dated & (t <= 0.0)
         if expired.any():
             j = int(np.flatnonzero(expired)[0])
@@ -384,14 +452,13 @@ class MarketSnapshot:
             if mask.any():
                 j = int(np.flatnonzero(mask)[0])
                 raise MissingMarketData(why, source=self.source, row=names[j], field=fld)
-        strike = np.array([i.strike if i.strike is not None else np.nan for i in instruments])
         inputs = PricingInputs(
-            instruments=tuple(instruments),
+            instruments=terms.instruments,
             is_option=is_option,
-            is_call=np.array([bool(i.is_call) for i in instruments], dtype=bool),
-            is_inverse=np.array([i.settlement is Settlement.INVERSE for i in instruments], dtype=bool),
+            is_call=terms.is_call,
+            is_inverse=terms.is_inverse,
             is_spot=is_spot,
-            strike=strike,
+            strike=terms.strike,
             t=np.where(dated, t, 0.0),
             forward=forward,
             index=index,

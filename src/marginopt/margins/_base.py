@@ -16,7 +16,7 @@ package (Derive's is ``marginopt.derive._component``) without an import cycle.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
@@ -35,6 +35,9 @@ Cone = Literal["linear", "quadratic", "soc"]
 CONES: tuple[Cone, ...] = get_args(Cone)
 
 
+T = TypeVar("T")
+
+
 # --------------------------------------------------------------------------- binding context
 @dataclass(frozen=True)
 class PoolContext:
@@ -47,6 +50,16 @@ class PoolContext:
     inputs: PricingInputs
     market: MarketSnapshot
     model_dir: Path | None = None
+    #: what components derive from the pool's instruments alone (expiry groups, masks), kept
+    #: with the model's layout of this instrument list: a new snapshot re-binds only numbers
+    structure: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def memo(self, key: str, build: Callable[[], T]) -> T:
+        """``build()``, computed once per instrument list (it must read the instruments only,
+        never the market)."""
+        if key not in self.structure:
+            self.structure[key] = build()
+        return self.structure[key]
 
     @property
     def currency(self) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from .._io import read_matrix
 from ..thresholds import MAX_COVARIANCE_ENTRY, MAX_SCENARIO_PNL_USD
 from ..errors import ModelError, UnsupportedCurrency, UnsupportedInstrument
+from ..instruments import Instrument, Kind
 from ..scenarios import ScenarioGrid, VolShock, delta_in_margin_currency, revalue
 from ._base import BoundComponent, ComponentSpec, Cone, Coo, LinearRows, PoolContext, Term, register
 
@@ -461,6 +462,18 @@ class RiskMatrixSpec(ComponentSpec):
                           grid.weight, grid.dampener, offset)
 
 
+def _expiry_groups(instruments: tuple[Instrument, ...], *, spot: bool
+                   ) -> tuple[tuple[str, ...], np.ndarray]:
+    """Expiry labels in order, and each instrument's row among them (-1: spot, left out when
+    ``spot`` is false)."""
+    labels = [i.expiry_label for i in instruments]
+    groups = tuple(sorted({l for l, i in zip(labels, instruments) if spot or i.kind is not Kind.SPOT}))
+    at = {g: r for r, g in enumerate(groups)}
+    row = np.array([at.get(l, -1) for l in labels], dtype=np.intp)
+    row.flags.writeable = False
+    return groups, row
+
+
 @register
 class RollShockSpec(ComponentSpec):
     """Per expiry ``max(min_annualised_move, exp(annualised_move_risk * T) - 1) * |delta_expiry|``,
@@ -473,16 +486,13 @@ class RollShockSpec(ComponentSpec):
 
     def bind(self, ctx: PoolContext) -> AbsExposure:
         inputs = ctx.inputs
-        labels = [i.expiry_label for i in ctx.instruments]
-        groups = sorted({l for l, i in zip(labels, ctx.instruments) if not i.kind.value == "spot"})
+        groups, row = ctx.memo("expiry_groups_without_spot", lambda: _expiry_groups(ctx.instruments, spot=False))
         delta = delta_in_margin_currency(inputs)
         shock = np.maximum(self.min_annualised_move, np.expm1(self.annualised_move_risk * inputs.t))
-        exposure = np.zeros((len(groups), len(labels)))
-        if groups:
-            row = {g: r for r, g in enumerate(groups)}
-            cols = [j for j, l in enumerate(labels) if l in row]
-            exposure[[row[labels[j]] for j in cols], cols] = (shock * delta)[cols]
-        return AbsExposure(self.name, exposure, tuple(groups))
+        exposure = np.zeros((len(groups), len(ctx.instruments)))
+        cols = np.flatnonzero(row >= 0)
+        exposure[row[cols], cols] = (shock * delta)[cols]
+        return AbsExposure(self.name, exposure, groups)
 
 
 @register
@@ -548,13 +558,11 @@ class CalendarSpreadSpec(ComponentSpec):
     rate: float = Field(ge=0)
 
     def bind(self, ctx: PoolContext) -> CalendarSpreadCharge:
-        labels = [i.expiry_label for i in ctx.instruments]
-        groups = sorted(set(labels))
+        groups, row = ctx.memo("expiry_groups", lambda: _expiry_groups(ctx.instruments, spot=True))
         delta = delta_in_margin_currency(ctx.inputs)
-        exposure = np.zeros((len(groups), len(labels)))
-        row = {g: r for r, g in enumerate(groups)}
-        exposure[[row[l] for l in labels], np.arange(len(labels))] = delta
-        return CalendarSpreadCharge(self.name, exposure, tuple(groups), self.rate)
+        exposure = np.zeros((len(groups), len(ctx.instruments)))
+        exposure[row, np.arange(len(ctx.instruments))] = delta
+        return CalendarSpreadCharge(self.name, exposure, groups, self.rate)
 
 
 @register

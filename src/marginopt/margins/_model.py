@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ from .._io import describe, read_bytes, parse_yaml, validation_message
 from ..errors import ModelError, UnsupportedCurrency, UnsupportedInstrument
 from ..instruments import Instrument, Settlement
 from ..market import MarketSnapshot
-from ..venues import Venue, naming_venue, venue as find_venue, venues
+from ..venues import Venue, naming_venue, registry_generation, venue as find_venue, venues
 from ._base import AnyComponentSpec, BoundComponent, PoolContext
 
 SINGLE_POOL = "ALL"
@@ -83,6 +84,29 @@ class MarginModel(BaseModel):
     def bind(self, instruments: Sequence[Instrument], market: MarketSnapshot) -> "BoundModel":
         """Bind the rules to a list of instruments (the book, or an optimizer's universe)."""
         instruments = tuple(instruments)
+        bound = []
+        everything = market.pricing_inputs(instruments)  # once; each pool takes its rows
+        for pool in self._layout(instruments):
+            rules = self.currencies[pool.underlying]
+            ctx = PoolContext(
+                pool=pool.name, underlying=pool.underlying, settlement=pool.settlement,
+                instruments=pool.instruments, inputs=everything.take(pool.columns, pool.instruments),
+                market=market, model_dir=self.path.parent if self.path else None,
+                structure=pool.structure)
+            initial = [c.bind(ctx) for c in rules.initial]
+            maintenance = [c.bind(ctx) for c in rules.maintenance] if rules.maintenance else None
+            bound.append(BoundPool(ctx.pool, ctx.currency, ctx.usd_rate, pool.columns,
+                                   initial, maintenance, rules.maintenance_factor))
+        return BoundModel(self, instruments, bound)
+
+    def _layout(self, instruments: tuple[Instrument, ...]) -> list["_PoolLayout"]:
+        """The pools of an instrument list and their columns, checked once per list (a warm
+        optimizer re-binds the same universe to every snapshot)."""
+        key = (registry_generation(), tuple([i.name for i in instruments]))
+        layouts = _layouts_of(self)
+        known = layouts.get(key)
+        if known is not None:
+            return known
         pools: dict[tuple[str, Settlement | None], list[int]] = {}
         place = self.trading_venue
         for j, inst in enumerate(instruments):
@@ -95,33 +119,57 @@ class MarginModel(BaseModel):
                 raise UnsupportedCurrency(f"model {self.name} does not margin {inst.settlement.value} "
                                           "contracts", row=inst.name, field="instrument")
             if self.pooling == "single":
-                key = (SINGLE_POOL, None)
+                pool_key = (SINGLE_POOL, None)
             else:
                 if inst.underlying not in self.currencies:
                     raise UnsupportedCurrency(
                         f"model {self.name} has no parameters for {inst.underlying} "
                         f"(it covers {', '.join(self.currencies)})", row=inst.name, field="instrument")
-                key = (inst.underlying, inst.settlement)
-            pools.setdefault(key, []).append(j)
+                pool_key = (inst.underlying, inst.settlement)
+            pools.setdefault(pool_key, []).append(j)
         if self.pooling == "single" and not pools:
             # one account-wide pool exists even with no positions: its components may charge
             # for account state (e.g. Derive collateral) that a flat book still carries
             pools[(SINGLE_POOL, None)] = []
-        bound = []
-        everything = market.pricing_inputs(instruments)  # once; each pool takes its rows
+        layout = []
         for (underlying, settlement), cols in pools.items():
-            insts = tuple(instruments[j] for j in cols)
-            rules = self.currencies[underlying]
-            ctx = PoolContext(
-                pool=underlying if settlement in (None, Settlement.INVERSE) else f"{underlying}_USDC",
-                underlying=underlying, settlement=settlement, instruments=insts,
-                inputs=everything.take(np.asarray(cols, dtype=int)), market=market,
-                model_dir=self.path.parent if self.path else None)
-            initial = [c.bind(ctx) for c in rules.initial]
-            maintenance = [c.bind(ctx) for c in rules.maintenance] if rules.maintenance else None
-            bound.append(BoundPool(ctx.pool, ctx.currency, ctx.usd_rate, np.asarray(cols, dtype=int),
-                                   initial, maintenance, rules.maintenance_factor))
-        return BoundModel(self, instruments, bound)
+            columns = np.asarray(cols, dtype=int)
+            columns.flags.writeable = False
+            layout.append(_PoolLayout(
+                underlying if settlement in (None, Settlement.INVERSE) else f"{underlying}_USDC",
+                underlying, settlement, columns, tuple(instruments[j] for j in cols), {}))
+        if len(layouts) >= _LAYOUTS_KEPT:
+            del layouts[next(iter(layouts))]  # the oldest
+        layouts[key] = layout
+        return layout
+
+
+#: instrument lists whose pool layout a model remembers
+_LAYOUTS_KEPT = 32
+#: each live model's layouts, by ``id`` (kept out of the model: a cache is not part of its
+#: value, its equality or its pickle); an entry goes when its model is collected
+_LAYOUTS: dict[int, dict[tuple, list["_PoolLayout"]]] = {}
+
+
+def _layouts_of(model: MarginModel) -> dict[tuple, list["_PoolLayout"]]:
+    known = _LAYOUTS.get(id(model))
+    if known is None:
+        known = _LAYOUTS[id(model)] = {}
+        weakref.finalize(model, _LAYOUTS.pop, id(model), None)
+    return known
+
+
+@dataclass(frozen=True)
+class _PoolLayout:
+    """One pool of an instrument list: its columns and what its components derived from the
+    instruments alone (``PoolContext.memo``)."""
+
+    name: str
+    underlying: str
+    settlement: Settlement | None
+    columns: np.ndarray
+    instruments: tuple[Instrument, ...]
+    structure: dict[str, Any]
 
 
 @dataclass(frozen=True)

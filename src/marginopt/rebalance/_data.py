@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 import numpy as np
+import pandas as pd
 
 from ..errors import InputError, SpecError
 from ..instruments import Instrument, Kind, parse_instrument
 from ..margins import BoundModel, MarginModel
 from ..market import MarketSnapshot, PricingInputs
 from ..portfolio import Portfolio
-from ..venues import Venue, naming_venue
+from ..venues import Venue, naming_venue, registry_generation
 from ._spec import RebalanceSpec, bucket_range
 
 T = TypeVar("T")
@@ -149,17 +150,67 @@ def bind_priced(instruments: list[Instrument], held: set[str], excluded: dict[st
     return keep, bound, inputs
 
 
-def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
-                   spec: RebalanceSpec) -> tuple[Universe, BoundModel, PricingInputs]:
-    """The book's instruments plus the spec's candidates that can be priced, margined and quoted,
-    with the model bound to them (the binding is the expensive step: it is done once) and their
-    pricing inputs."""
+@dataclass(frozen=True)
+class _Structure:
+    """What a universe is before any snapshot's numbers: the candidates a model can margin (the
+    book's first), those left out and why, and the spec's per-instrument rules as masks. It holds
+    for every snapshot listing the same instruments, so a warm optimizer builds it once."""
+
+    book: tuple[str, ...]
+    spec: RebalanceSpec
+    model: MarginModel
+    listing: pd.Index
+    generation: int
+    instruments: list[Instrument]
+    excluded: dict[str, str]
+    #: per kept instrument: on the do-not-trade list; close-only
+    do_not_trade: np.ndarray
+    close_only: np.ndarray
+    #: per kept instrument: the spec's own cap on a trade (``max_quantity``, by instrument)
+    quantity_cap: np.ndarray
+
+    def holds_for(self, book: Portfolio, market: MarketSnapshot, model: MarginModel,
+                  spec: RebalanceSpec) -> bool:
+        return (spec is self.spec and model is self.model
+                and self.generation == registry_generation() and tuple(book.names) == self.book
+                and market.rows.index.equals(self.listing))
+
+
+class UniverseCache:
+    """The last few universes' structure (``_Structure``), for an optimizer that re-optimises the
+    same book on new snapshots of one market."""
+
+    kept = 4
+
+    def __init__(self) -> None:
+        self._entries: list[_Structure] = []
+
+    def get(self, book: Portfolio, market: MarketSnapshot, model: MarginModel,
+            spec: RebalanceSpec) -> _Structure:
+        for entry in self._entries:
+            if entry.holds_for(book, market, model, spec):
+                return entry
+        entry = _structure(book, market, model, spec)
+        self._entries = [entry, *self._entries[: self.kept - 1]]
+        return entry
+
+
+def _structure(book: Portfolio, market: MarketSnapshot, model: MarginModel,
+               spec: RebalanceSpec) -> _Structure:
     held = set(book.names)
     excluded: dict[str, str] = {}
     keep: list[Instrument] = []
     listed = set(market.rows.index)
-    place = model.trading_venue
-    _check_spec_names(spec, held | listed, place)
+    _check_spec_names(spec, held | listed, model.trading_venue)
+    # risk controls fail closed: a name that is neither held nor listed is a typo, not a no-op
+    known = held | listed
+    for fld, listed_names in (("do_not_trade", spec.do_not_trade), ("close_only", spec.close_only)):
+        for n in listed_names:
+            if n not in known:
+                close = difflib.get_close_matches(n, sorted(known), n=3)
+                raise SpecError(f"{n} is not an instrument of the book or the market snapshot"
+                                + (f" (closest: {', '.join(close)})" if close else ""),
+                                source=spec.source, field=fld, value=n)
     for name in _candidates(book, market, spec):
         if name in held:
             keep.append(parse_instrument(name))  # the book must price: errors propagate
@@ -174,23 +225,42 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
             excluded[name] = why
         else:
             keep.append(inst)
-    keep, bound, inputs = bind_priced(keep, held, excluded, market, model)
-    held_qty = book.positions  # keyed by canonical names, as parsed instruments are
-    x0 = np.array([held_qty.get(i.name, 0.0) for i in keep], dtype=float)
-
-    buy_max = np.full(len(keep), np.inf)
-    sell_max = np.full(len(keep), np.inf)
     names = [i.name for i in keep]
-    frozen: dict[str, str] = {}
     tb = spec.trade_bounds
-    if tb.max_quantity is not None:
-        buy_max[:] = sell_max[:] = tb.max_quantity
+    cap = np.full(len(keep), np.inf if tb.max_quantity is None else tb.max_quantity)
+    at = {n: j for j, n in enumerate(names)}
     for n, q in tb.max_quantity_by_instrument.items():
-        if n.upper() in names:
-            j = names.index(n.upper())
-            buy_max[j] = sell_max[j] = min(buy_max[j], q)
-    bid = market.column(names, "bid_price")
-    ask = market.column(names, "ask_price")
+        if n.upper() in at:
+            cap[at[n.upper()]] = min(cap[at[n.upper()]], q)
+    return _Structure(
+        tuple(book.names), spec, model, market.rows.index, registry_generation(), keep, excluded,
+        np.array([n in spec.do_not_trade for n in names], dtype=bool),
+        np.array([n in spec.close_only for n in names], dtype=bool), cap)
+
+
+def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
+                   spec: RebalanceSpec, cache: UniverseCache | None = None
+                   ) -> tuple[Universe, BoundModel, PricingInputs]:
+    """The book's instruments plus the spec's candidates that can be priced, margined and quoted,
+    with the model bound to them (the binding is the expensive step: it is done once) and their
+    pricing inputs. ``cache``: where a warm optimizer keeps the universe's structure."""
+    structure = (cache or UniverseCache()).get(book, market, model, spec)
+    held = set(structure.book)
+    excluded = dict(structure.excluded)
+    keep, bound, inputs = bind_priced(structure.instruments, held, excluded, market, model)
+    rows = np.arange(len(keep))
+    if len(keep) != len(structure.instruments):  # a candidate the snapshot cannot price is out
+        at = {i.name: j for j, i in enumerate(structure.instruments)}
+        rows = np.array([at[i.name] for i in keep], dtype=np.intp)
+    held_qty = book.positions  # keyed by canonical names, as parsed instruments are
+    names = [i.name for i in keep]
+    x0 = np.array([held_qty.get(n, 0.0) for n in names], dtype=float) if held_qty else np.zeros(len(keep))
+
+    place = model.trading_venue
+    tb = spec.trade_bounds
+    buy_max = structure.quantity_cap[rows].copy()
+    sell_max = buy_max.copy()
+    frozen: dict[str, str] = {}
     if tb.max_open_interest_fraction is not None:
         oi = open_interest_coin(keep, market, place)
         for j in np.flatnonzero(~np.isfinite(oi)):
@@ -199,35 +269,25 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
         cap = tb.max_open_interest_fraction * np.nan_to_num(oi, nan=0.0)
         buy_max = np.minimum(buy_max, cap)
         sell_max = np.minimum(sell_max, cap)
-    for j, inst in enumerate(keep):
-        n = inst.name
-        if n in spec.do_not_trade:
-            buy_max[j] = sell_max[j] = 0.0
-            frozen[n] = "do-not-trade list"
-        elif n in spec.close_only:
-            buy_max[j] = min(buy_max[j], max(-x0[j], 0.0))
-            sell_max[j] = min(sell_max[j], max(x0[j], 0.0))
-        elif spec.no_new_instruments and x0[j] == 0.0:
-            buy_max[j] = sell_max[j] = 0.0
-        if spec.costs.spread:
-            # no bid: cannot sell; no ask: cannot buy (a price to trade at is part of the cost)
-            if not np.isfinite(ask[j]) and buy_max[j] > 0:
-                buy_max[j] = 0.0
-                frozen.setdefault(n, "no ask: cannot buy")
-            if not np.isfinite(bid[j]) and sell_max[j] > 0:
-                sell_max[j] = 0.0
-                frozen.setdefault(n, "no bid: cannot sell")
-    # risk controls fail closed: a name that is neither held nor listed is a typo, not a no-op
-    known = held | listed
-    for fld, listed_names in (("do_not_trade", spec.do_not_trade), ("close_only", spec.close_only)):
-        for n in listed_names:
-            if n not in known:
-                close = difflib.get_close_matches(n, sorted(known), n=3)
-                raise SpecError(f"{n} is not an instrument of the book or the market snapshot"
-                                + (f" (closest: {', '.join(close)})" if close else ""),
-                                source=spec.source, field=fld, value=n)
-            if n not in names:
-                excluded.setdefault(n, "named in the spec but not in the universe")
+    stop = structure.do_not_trade[rows]
+    close = structure.close_only[rows] & ~stop
+    fresh = ~stop & ~close & (x0 == 0.0) if spec.no_new_instruments else np.zeros(len(keep), bool)
+    buy_max = np.where(stop | fresh, 0.0, np.where(close, np.minimum(buy_max, np.maximum(-x0, 0.0)), buy_max))
+    sell_max = np.where(stop | fresh, 0.0, np.where(close, np.minimum(sell_max, np.maximum(x0, 0.0)), sell_max))
+    for j in np.flatnonzero(stop):
+        frozen[names[j]] = "do-not-trade list"
+    if spec.costs.spread:
+        # no bid: cannot sell; no ask: cannot buy (a price to trade at is part of the cost)
+        no_ask = ~np.isfinite(market.column(names, "ask_price")) & (buy_max > 0)
+        no_bid = ~np.isfinite(market.column(names, "bid_price")) & (sell_max > 0)
+        buy_max[no_ask] = 0.0
+        sell_max[no_bid] = 0.0
+        for j in np.flatnonzero(no_ask | no_bid):
+            frozen.setdefault(names[j], "no ask: cannot buy" if no_ask[j] else "no bid: cannot sell")
+    in_universe = set(names)
+    for n in [*spec.do_not_trade, *spec.close_only]:
+        if n not in in_universe:
+            excluded.setdefault(n, "named in the spec but not in the universe")
     universe = Universe(tuple(keep), x0, buy_max, sell_max, excluded,
                         {k: v for k, v in frozen.items() if k in held})
     return universe, bound, inputs

@@ -21,7 +21,9 @@ from ..errors import Infeasible, OptimizationError, SolverFailed, SpecError, Ver
 from ..margins import MarginModel, MarginResult, load_model
 from ..market import MarketSnapshot, load_market
 from ..portfolio import Portfolio, load_portfolio
-from ._data import Universe, build_universe, greeks_summary, limit_rows, open_interest_coin
+from ..venues import registry_generation
+from ._data import (Universe, UniverseCache, build_universe, greeks_summary, limit_rows,
+                    open_interest_coin)
 from ._active_set import ScenarioGeneration
 from ._native import SOLVER as NATIVE, NativeAnswers, NativeModels
 from ._problem import ProblemData, RawSolution, RebalanceProblem
@@ -104,10 +106,12 @@ class Rebalancer:
         self.native = NativeModels()  # persistent HiGHS models (linear problems), by structure
         self.scenarios = ScenarioGeneration()  # large scenario sets (``_active_set.py``)
         self.builds = 0
+        self._universes = UniverseCache()  # the universe's structure, across snapshots
+        self._lot_terms: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ data
     def problem_data(self, book: Portfolio, market: MarketSnapshot) -> ProblemData:
-        universe, bound, inputs = build_universe(book, market, self.model, self.spec)
+        universe, bound, inputs = build_universe(book, market, self.model, self.spec, self._universes)
         insts = list(universe.instruments)
         half = np.nan_to_num(market.half_spread_usd(insts, inputs), nan=0.0) if self.spec.costs.spread \
             else np.zeros(len(insts))
@@ -116,14 +120,26 @@ class Rebalancer:
         if self.spec.costs.impact > 0:
             oi = np.nan_to_num(open_interest_coin(insts, market, place), nan=0.0)
             impact = self.spec.costs.impact * half / np.sqrt(np.maximum(oi, 1.0))
-        contract = np.array([self.spec.contract_usd(i, place) for i in insts])
-        coin_lot = np.array([self.spec.lot_size(i, place) for i in insts])
+        contract, coin_lot = self._contracts(universe)
         # contracts the venue trades in USD: a lot is contract / forward coin
         lots = np.where(contract > 0, contract / inputs.forward, coin_lot)
         return ProblemData(
             universe=universe, bound=bound, inputs=inputs, limits=limit_rows(self.spec, inputs, universe.x0),
             half_spread_usd=np.maximum(half, 0.0), impact_usd=impact, notional_usd=inputs.index.copy(),
             lot=lots, margin_before_usd=bound.initial_margin_usd(universe.x0))
+
+    def _contracts(self, universe: Universe) -> tuple[np.ndarray, np.ndarray]:
+        """Per instrument: USD per contract where it trades in the venue's USD contracts (else
+        0), and the lot in coin (terms of the spec and venue: computed once per universe)."""
+        key = (registry_generation(), tuple(universe.names))
+        known = self._lot_terms.get(key)
+        if known is None:
+            place = self.model.trading_venue
+            insts = universe.instruments
+            known = (np.array([self.spec.contract_usd(i, place) for i in insts], dtype=float),
+                     np.array([self.spec.lot_size(i, place) for i in insts], dtype=float))
+            self._lot_terms = {key: known}  # the universe of the latest snapshot
+        return known
 
     def problem(self, data: ProblemData, spec: RebalanceSpec | None = None) -> RebalanceProblem:
         spec = spec or self.spec

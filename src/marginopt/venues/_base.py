@@ -154,9 +154,20 @@ class Venue:
 _REGISTRY: dict[str, Venue] = {}
 
 
+#: bumped whenever the set of venues changes: caches keyed by instrument names include it
+_GENERATION = [0]
+
+
+def registry_generation() -> int:
+    """A number that changes whenever a venue is registered or forgotten (a name may then parse
+    to another instrument, or belong to another venue)."""
+    return _GENERATION[0]
+
+
 def _clear_name_caches() -> None:
     # names parsed (and spelt) under the old set of schemes must be looked at again
     from .. import instruments
+    _GENERATION[0] += 1
     instruments.parse_instrument.cache_clear()
     instruments.canonical_name.cache_clear()
     naming_venue.cache_clear()
