@@ -91,6 +91,7 @@ class _Terms:
     expiry_us: np.ndarray       # expiry in whole microseconds since 1970 (0 when undated)
     underlyings: list[str]      # distinct, in order of appearance
     underlying_code: np.ndarray  # each instrument's position in ``underlyings``
+    underlying: np.ndarray      # each instrument's underlying (object array)
 
 
 _TERMS: dict[tuple[int, tuple[str, ...]], _Terms] = {}
@@ -117,7 +118,8 @@ def _terms(instruments: Sequence[Instrument]) -> _Terms:
         strike=np.array([i.strike if i.strike is not None else np.nan for i in insts], dtype=float),
         expiry_us=np.array([_microseconds(i.expiry) if i.expiry is not None else 0 for i in insts],
                            dtype=np.int64),
-        underlyings=order, underlying_code=np.array([code[u] for u in unds], dtype=np.intp))
+        underlyings=order, underlying_code=np.array([code[u] for u in unds], dtype=np.intp),
+        underlying=np.array(unds, dtype=object))
     for value in vars(terms).values():
         if isinstance(value, np.ndarray):
             value.flags.writeable = False
@@ -125,6 +127,26 @@ def _terms(instruments: Sequence[Instrument]) -> _Terms:
         del _TERMS[next(iter(_TERMS))]  # the oldest
     _TERMS[key] = terms
     return terms
+
+
+#: name list -> (the listing it was looked up in, the rows): a new snapshot of the same listing
+#: (what a warm optimizer sees every time) finds its rows without a lookup
+_ROWS: dict[tuple[str, ...], tuple[pd.Index, np.ndarray]] = {}
+_ROWS_KEPT = 64
+
+
+def _row_positions(listing: pd.Index, names: tuple[str, ...]) -> np.ndarray:
+    """Each name's row in ``listing`` (-1: not listed), read-only."""
+    known = _ROWS.get(names)
+    if known is not None and (known[0] is listing or known[0].equals(listing)):
+        return known[1]
+    # pandas' hash engine, built in C: a Python dict of the rows cost ~2 ms at 2,000
+    pos = listing.get_indexer(list(names)).astype(np.intp, copy=False)
+    pos.flags.writeable = False
+    if len(_ROWS) >= _ROWS_KEPT:
+        del _ROWS[next(iter(_ROWS))]
+    _ROWS[names] = (listing, pos)
+    return pos
 
 
 @dataclass(frozen=True)
@@ -141,6 +163,14 @@ class PricingInputs:
     forward: np.ndarray     # forward of the instrument's expiry (index for perpetual and spot)
     index: np.ndarray
     sigma: np.ndarray       # decimal implied vol (NaN for non-options)
+    #: each instrument's underlying (an object array of str)
+    underlying: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.underlying is None:
+            und = np.array([i.underlying for i in self.instruments], dtype=object)
+            und.flags.writeable = False
+            object.__setattr__(self, "underlying", und)
 
     def greeks(self) -> Greeks:
         """Per-unit greeks; futures have delta 1 (coin) or F (USD), no gamma, vega or theta."""
@@ -385,9 +415,7 @@ class MarketSnapshot:
         key = ("positions", tuple(names))
         pos = self._memo.get(key)
         if pos is None:
-            # pandas' hash engine, built once per index in C: a Python dict of the rows cost ~2 ms
-            pos = self._memo[key] = self.rows.index.get_indexer(key[1]).astype(np.intp, copy=False)
-            pos.flags.writeable = False
+            pos = self._memo[key] = _row_positions(self.rows.index, key[1])
         if np.any(pos < 0):
             raise UnknownInstrument("instrument is not in the market snapshot", source=self.source,
                                     row=names[int(np.flatnonzero(pos < 0)[0])], field="instrument_name")
@@ -463,6 +491,7 @@ class MarketSnapshot:
             forward=forward,
             index=index,
             sigma=np.where(is_option, iv, np.nan),
+            underlying=terms.underlying,
         )
         for value in vars(inputs).values():  # shared by every caller: read-only
             if isinstance(value, np.ndarray):

@@ -60,8 +60,11 @@ def make_market(
     underlyings: Iterable[str] = ("BTC", "ETH"),
     strikes_per_expiry: int = 13,
     seed: int = 7,
+    strike_step: float = 1.0,
 ) -> MarketSnapshot:
-    """A snapshot with futures, perpetuals and options for each underlying."""
+    """A snapshot with futures, perpetuals and options for each underlying. ``strike_step``
+    scales the strike grid's step (1,000 USD for BTC, 50 for ETH): 0.5 lists strikes every 500
+    and 25, as the venue does near the money, for a listing of about 4,000 instruments."""
     rng = np.random.default_rng(seed)
     rows = []
     index_prices = {}
@@ -87,7 +90,8 @@ def make_market(
                                  open_interest=float(rng.uniform(5e7, 3e8)), volume=float(rng.uniform(1e7, 1e8))))
             width = p["atm_vol"] * np.sqrt(max(t, 1 / 365)) * 2.2
             k_lo, k_hi = fwd * np.exp(-width), fwd * np.exp(width)
-            step = p["step"] * max(1, int(round((k_hi - k_lo) / strikes_per_expiry / p["step"])))
+            unit = p["step"] * strike_step
+            step = unit * max(1, int(round((k_hi - k_lo) / strikes_per_expiry / unit)))
             strikes = np.unique(np.round(np.linspace(k_lo, k_hi, strikes_per_expiry) / step) * step)
             strikes = strikes[strikes > 0]
             m = np.log(strikes / fwd) / np.sqrt(max(t, 1 / 365))

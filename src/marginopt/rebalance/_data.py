@@ -162,6 +162,7 @@ class _Structure:
     listing: pd.Index
     generation: int
     instruments: list[Instrument]
+    names: list[str]
     excluded: dict[str, str]
     #: per kept instrument: on the do-not-trade list; close-only
     do_not_trade: np.ndarray
@@ -233,7 +234,7 @@ def _structure(book: Portfolio, market: MarketSnapshot, model: MarginModel,
         if n.upper() in at:
             cap[at[n.upper()]] = min(cap[at[n.upper()]], q)
     return _Structure(
-        tuple(book.names), spec, model, market.rows.index, registry_generation(), keep, excluded,
+        tuple(book.names), spec, model, market.rows.index, registry_generation(), keep, names, excluded,
         np.array([n in spec.do_not_trade for n in names], dtype=bool),
         np.array([n in spec.close_only for n in names], dtype=bool), cap)
 
@@ -252,9 +253,16 @@ def build_universe(book: Portfolio, market: MarketSnapshot, model: MarginModel,
     if len(keep) != len(structure.instruments):  # a candidate the snapshot cannot price is out
         at = {i.name: j for j, i in enumerate(structure.instruments)}
         rows = np.array([at[i.name] for i in keep], dtype=np.intp)
-    held_qty = book.positions  # keyed by canonical names, as parsed instruments are
-    names = [i.name for i in keep]
-    x0 = np.array([held_qty.get(n, 0.0) for n in names], dtype=float) if held_qty else np.zeros(len(keep))
+    if len(keep) == len(structure.instruments):
+        names = structure.names
+    else:
+        names = [i.name for i in keep]
+    # the book's instruments come first and are never left out (their errors propagate)
+    nb = len(structure.book)
+    if [i.name for i in keep[:nb]] != list(structure.book):
+        raise AssertionError("the universe must start with the book's instruments")
+    x0 = np.zeros(len(keep))
+    x0[:nb] = book.quantities
 
     place = model.trading_venue
     tb = spec.trade_bounds
@@ -334,7 +342,7 @@ def open_interest_coin(instruments: list[Instrument] | tuple[Instrument, ...],
 def limit_rows(spec: RebalanceSpec, inputs: PricingInputs, x0: np.ndarray) -> LimitRows:
     """One row per limit of the spec, in the order the spec gives them."""
     insts = inputs.instruments
-    und = np.array([i.underlying for i in insts])
+    und = inputs.underlying
     delta = inputs.coin_delta()
     vega = inputs.vega_usd()
     gamma = inputs.gamma_coin()
@@ -386,7 +394,7 @@ def limit_rows(spec: RebalanceSpec, inputs: PricingInputs, x0: np.ndarray) -> Li
 
 def greeks_summary(inputs: PricingInputs, x: np.ndarray) -> dict[str, dict[str, float]]:
     """Net delta (coin), vega (USD per vol point) and gamma (coin per 1%) per underlying."""
-    und = np.array([i.underlying for i in inputs.instruments])
+    und = inputs.underlying
     d, v, g = inputs.coin_delta() * x, inputs.vega_usd() * x, inputs.gamma_coin() * x
     return {u: {"delta": float(d[und == u].sum()), "vega": float(v[und == u].sum()),
                 "gamma": float(g[und == u].sum()),

@@ -110,7 +110,21 @@ class _Numbers:
     vals: np.ndarray
 
 
-Degenerate = tuple[Any, Any, np.ndarray, np.ndarray]
+#: the solution, the basis, the degenerate nonbasic columns and rows, all nonbasic columns and rows
+Degenerate = tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _nonbasic(h: highspy.Highs, n_cols: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which columns and rows are nonbasic in ``h``'s factored basis (HiGHS lists the basic
+    ones as an array, columns as ``j`` and rows as ``-1 - i``: no Python loop over statuses)."""
+    status, basic = h.getBasicVariables()
+    if status != highspy.HighsStatus.kOk:
+        raise RuntimeError(f"HiGHS gave no basic variables ({status})")
+    basic = np.asarray(basic)
+    nb_col, nb_row = np.ones(n_cols, bool), np.ones(n_rows, bool)
+    nb_col[basic[basic >= 0]] = False
+    nb_row[-1 - basic[basic < 0]] = False
+    return nb_col, nb_row
 
 
 def degenerate(h: highspy.Highs, cost: np.ndarray, col_lower: np.ndarray, col_upper: np.ndarray,
@@ -120,17 +134,16 @@ def degenerate(h: highspy.Highs, cost: np.ndarray, col_lower: np.ndarray, col_up
     when there are none (dual non-degenerate): then the optimum is the only one, and any start,
     hot or cold, ends there."""
     sol, basis = h.getSolution(), h.getBasis()
-    basic = int(highspy.HighsBasisStatus.kBasic)  # statuses are not singletons: compare values
+    nonbasic = _nonbasic(h, col_lower.size, row_lower.size)
     found = []
-    for status, dual, lo, hi, c in (
-            (basis.col_status, sol.col_dual, col_lower, col_upper, cost),
-            (basis.row_status, sol.row_dual, row_lower, row_upper, np.zeros(row_lower.size))):
-        nonbasic = np.fromiter((int(x) != basic for x in status), bool, len(status))
+    for nb, dual, lo, hi, c in (
+            (nonbasic[0], sol.col_dual, col_lower, col_upper, cost),
+            (nonbasic[1], sol.row_dual, row_lower, row_upper, np.zeros(row_lower.size))):
         d = np.abs(np.asarray(dual, dtype=float))
-        found.append(nonbasic & (lo < hi) & (d <= 1e-7 * np.maximum(1.0, np.abs(c))))
+        found.append(nb & (lo < hi) & (d <= 1e-7 * np.maximum(1.0, np.abs(c))))
     if not (found[0].any() or found[1].any()):
         return None
-    return sol, basis, found[0], found[1]
+    return sol, basis, found[0], found[1], nonbasic[0], nonbasic[1]
 
 
 def only_optimum(h: highspy.Highs, cost: np.ndarray, found: Degenerate | None, time_limit_s: float) -> bool:
@@ -143,12 +156,9 @@ def only_optimum(h: highspy.Highs, cost: np.ndarray, found: Degenerate | None, t
     back after; its basis is the caller's to set again."""
     if found is None:
         return True
-    sol, basis, cols, rows = found
+    sol, basis, cols, rows, nb_col, nb_row = found
     x = np.asarray(sol.col_value, dtype=float)
     act = np.asarray(sol.row_value, dtype=float)
-    basic = int(highspy.HighsBasisStatus.kBasic)
-    nb_col = np.fromiter((int(s) != basic for s in basis.col_status), bool, x.size)
-    nb_row = np.fromiter((int(s) != basic for s in basis.row_status), bool, act.size)
     lp = h.getLp()
     col_lo, col_hi = np.array(lp.col_lower_), np.array(lp.col_upper_)
     row_lo, row_hi = np.array(lp.row_lower_), np.array(lp.row_upper_)

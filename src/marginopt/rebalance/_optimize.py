@@ -544,7 +544,7 @@ class Rebalancer:
 
     def _calculate(self, book: Portfolio, market: MarketSnapshot, names: list[str],
                    trades: np.ndarray) -> MarginResult:
-        post = book.apply({n: q for n, q in zip(names, trades) if q != 0.0})
+        post = book.apply({names[j]: trades[j] for j in np.flatnonzero(trades)})
         return self.model.bind(post.instruments, market).evaluate(post.quantities)
 
     def _decide(self, chosen: Verification, data: ProblemData, verifier: Verifier,
