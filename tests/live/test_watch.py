@@ -111,6 +111,19 @@ def _wait_for(stream, text: str, lines: list[str]) -> None:
     raise AssertionError(f"{text!r} never appeared: {''.join(lines)}")
 
 
+def _finish(proc: subprocess.Popen, err: list[str], timeout: float) -> tuple[str, str]:
+    """stdout and all of stderr; a watcher that does not stop in time is killed and the test
+    fails with everything it wrote (a bare TimeoutExpired would hide why)."""
+    try:
+        stdout, rest = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, rest = proc.communicate()
+        raise AssertionError(f"watch did not stop within {timeout} s\nstderr:\n{''.join(err) + rest}"
+                             f"\nstdout:\n{stdout}") from None
+    return stdout, "".join(err) + rest
+
+
 def test_watch_a_folder_three_cycles_then_sigterm(tmp_path, fake, url, creds):
     folder = tmp_path / "snaps"
     out = tmp_path / "proposals"
@@ -126,15 +139,14 @@ def test_watch_a_folder_three_cycles_then_sigterm(tmp_path, fake, url, creds):
         for factor in (1.03, 1.0 / 1.03):
             fake.move(factor)
             fetch(folder, ["BTC", "ETH"], url=url, credentials=creds)
-        stdout, rest = proc.communicate(timeout=120)
+        stdout, err_text = _finish(proc, err, 120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    err_text = "".join(err) + rest
     assert proc.returncode == 0, err_text
-    assert "cycle 3 " in err_text and "watch: 3 cycles" in err_text
+    assert "cycle 3 " in err_text and "watch: 3 cycles" in err_text, err_text
     lines = [json.loads(l) for l in stdout.splitlines()]
-    assert [l["cycle"] for l in lines][:1] == [1] and len(lines) >= 2
+    assert [l["cycle"] for l in lines][:1] == [1] and len(lines) >= 2, (err_text, stdout)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     # no --cycles: runs until SIGTERM, stops cleanly
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
@@ -142,13 +154,12 @@ def test_watch_a_folder_three_cycles_then_sigterm(tmp_path, fake, url, creds):
     try:
         _wait_for(proc.stderr, "cycle 1 ", err)
         proc.send_signal(signal.SIGTERM)
-        stdout, rest = proc.communicate(timeout=60)
+        stdout, err_text = _finish(proc, err, 60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    err_text = "".join(err) + rest
     assert proc.returncode == 0, err_text
-    assert "stopping (signal 15)" in err_text and "watch: 1 cycles" in err_text
+    assert "stopping (signal 15)" in err_text and "watch: 1 cycles" in err_text, err_text
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     assert_no_credentials(stdout, err_text)
 

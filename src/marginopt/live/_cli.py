@@ -245,9 +245,15 @@ def register(app: typer.Typer, guarded: Callable[..., Any], debug_help: str,
         handler = _log_to_stderr(formatter())
         previous = {}
 
-        def _stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        def _announce_stop(signum: int) -> None:
             logging.getLogger("marginopt.live").info("stopping (signal %d)", signum)
             stop.set()
+
+        def _stop(signum, frame):  # noqa: ARG001 - signal handler signature
+            # a handler runs on the main thread between two bytecodes, possibly inside
+            # ``stop.wait`` holding the event's (non-reentrant) lock, or inside a log write:
+            # setting the event or logging from here can deadlock. Another thread does both.
+            threading.Thread(target=_announce_stop, args=(signum,), daemon=True).start()
 
         on_main = threading.current_thread() is threading.main_thread()
         if on_main:
