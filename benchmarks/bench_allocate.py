@@ -61,7 +61,7 @@ def with_usdc_options(market: mo.MarketSnapshot) -> mo.MarketSnapshot:
 
 
 def desk(market: mo.MarketSnapshot, n_accounts: int, positions: int, candidates: int,
-         derive: bool, seed: int = 0) -> list[dict]:
+         derive: bool, seed: int = 0, futures: bool = False) -> list[dict]:
     rng = np.random.default_rng(seed)
     names = market.instrument_names
     options = [n for n in names if n.count("-") == 3 and "_USDC" not in n]
@@ -79,7 +79,8 @@ def desk(market: mo.MarketSnapshot, n_accounts: int, positions: int, candidates:
                     "relative_limits": {"BTC": {"delta": [-5, 5]}}}
         else:
             base = make_book(market, n_structures=positions // 2 + 1, seed=100 + k)
-            pool = options if model == "deribit-standard" else [n for n in names if "_USDC" not in n]
+            every = [n for n in names if "_USDC" not in n]
+            pool = options if model == "deribit-standard" and not futures else every
             held = [n for n in base.names if n in pool][:positions]
             book = {n: base.positions[n] for n in held}
             others = [n for n in pool if n not in book]
@@ -104,14 +105,19 @@ def main() -> None:
     ap.add_argument("--positions", type=int, default=40)
     ap.add_argument("--candidates", type=int, default=300)
     ap.add_argument("--derive", action="store_true")
+    ap.add_argument("--futures", action="store_true",
+                    help="standard-margin accounts may hold and trade futures (a QP desk)")
+    ap.add_argument("--solver", default=None, help="the joint problem's solver (default: the chain)")
     args = ap.parse_args()
     market = make_market(strikes_per_expiry=17)
     if args.derive:
         market = with_usdc_options(market)
-    rows = desk(market, args.accounts, args.positions, args.candidates, args.derive)
+    rows = desk(market, args.accounts, args.positions, args.candidates, args.derive,
+                futures=args.futures)
     rules = {"limits": {"BTC": {"delta": [-10, 10], "relative": True},
                         "ETH": {"delta": [-150, 150], "relative": True}},
-             "moves": {"allowed": True}, "min_saving_usd": 1.0}
+             "moves": {"allowed": True}, "min_saving_usd": 1.0,
+             **({"solver": args.solver} if args.solver else {})}
     ms = lambda xs: f"{1000 * statistics.median(xs):10.1f}"  # noqa: E731
     cold, warm, parts = [], [], []
     allocation = None
