@@ -85,8 +85,9 @@ class MarginModel(BaseModel):
         """Bind the rules to a list of instruments (the book, or an optimizer's universe)."""
         instruments = tuple(instruments)
         bound = []
+        layout = self._layout(instruments)  # first: an instrument the rules cannot margin is that error
         everything = market.pricing_inputs(instruments)  # once; each pool takes its rows
-        for pool in self._layout(instruments):
+        for pool in layout:
             rules = self.currencies[pool.underlying]
             ctx = PoolContext(
                 pool=pool.name, underlying=pool.underlying, settlement=pool.settlement,
