@@ -222,8 +222,11 @@ def test_example_job_from_the_command_line(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["status"] == "optimal" and data["margin_saved_usd"] > 0
-    assert {a["name"] for a in data["accounts"]} == {"pm-sub", "std-sub"}
+    assert {a["name"] for a in data["accounts"]} == {"pm-sub", "std-sub", "derive-sub"}
     assert data["saving_from_moves_usd"] is not None
+    # the Derive account (another venue) joins by SCP: nothing moves to or from it
+    assert all("derive-sub" not in (m["from_account"], m["to_account"]) for m in data["moves"])
+    assert any("sequential convex programming" in n for n in data["notes"])
     for name in ("allocation.json", "allocation.md", "report.html", "margin_by_account.png", "desk_limits.png"):
         assert (out / name).stat().st_size > 0
     html = (out / "report.html").read_text()

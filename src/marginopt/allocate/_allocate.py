@@ -11,10 +11,12 @@ instruments other accounts of its move group hold (they may move in, not trade).
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import cvxpy as cp
 import numpy as np
 
 from ..errors import Infeasible, InputError, OptimizationError, SolverFailed, VerificationFailed
@@ -23,8 +25,10 @@ from ..margins import MarginResult
 from ..portfolio import Portfolio
 from ..rebalance import LimitCheck, RebalanceSpec, Rebalancer, Trade
 from ..rebalance._data import _candidates, greeks_summary, limit_rows
+from ..rebalance._optimize import SCP_RULES
 from ..rebalance._problem import ProblemData
-from ..rebalance._solvers import ProblemClass, chain, installed_solvers
+from ..rebalance._scp import PieceEpigraph, Trial, trust_region_scp, scp_note, with_pieces, zero_tangents
+from ..rebalance._solvers import ProblemClass, chain, installed_solvers, solve
 from ..rebalance._verify import (AGREEMENT_ATOL_USD, AGREEMENT_RTOL, DUST_RTOL, LIMIT_TOLERANCE, MARGIN_RTOL,
                                  Verifier)
 from ._accounts import Account, DeskRules, check_desk, load_rules, move_groups
@@ -35,7 +39,6 @@ from ._result import (AccountAllocation, Allocation, AllocationStatus, BindingLi
 
 __all__ = ["Allocator", "allocate"]
 
-_SCP_MAX_ITERATIONS = 20
 #: moves and transfers below this fraction of the position (or 1 unit) are solver noise
 _DUST = 1e-10
 #: moves only relocate positions: the group's gross position may not grow by more than this
@@ -565,46 +568,20 @@ class Allocator:
 
     def _sequential_convex(self, prob: JointProblem, desk: _Desk, checker: _Checker, variant: str,
                            solver: str, log: list, notes: list[str]) -> list[JointAnswer]:
-        """Non-convex accounts (Derive) by their tangents in a trust region: a step is kept only
-        if every check passes and the calculators confirm the desk's objective fell."""
-        x0 = [d.universe.x0 for d in desk.datas]
-        scale = [np.maximum(np.abs(x), 1.0) for x in x0]
-        radius = [s.copy() for s in scale]
-        best_x = list(x0)
-        best: JointAnswer | None = None
-        best_obj = checker.zero.objective if checker.zero.ok else np.inf
-        prob.linearize_at(best_x)
-        prob.set_trust_region(best_x, radius)
-        iterations = 0
-        while iterations < _SCP_MAX_ITERATIONS and all(np.all(r > 1e-6 * s) for r, s in zip(radius, scale)):
-            iterations += 1
-            try:  # the linearised steps without the least-churn stage: it halves each step
-                one, two = prob.solve(variant, solver, least_churn=False)
-            except Infeasible:
-                if best is None and iterations <= 4:
-                    radius = [r * 100.0 for r in radius]
-                    prob.set_trust_region(best_x, radius)
-                    continue
-                break
-            except OptimizationError:
-                break
-            cand = two or one
-            cand = replace(cand, variant=f"linearised {variant}")
-            c = checker.check(cand, "sequential convex step", solver_margins=False)
-            x_new = [x + m + t for x, m, t in zip(x0, c.moves, c.trades)]
-            if best is not None and all(np.allclose(a, b, rtol=0, atol=1e-9) for a, b in zip(x_new, best_x)):
-                break
-            if c.ok and c.objective < best_obj - 1e-9 * max(abs(best_obj), 1.0):
-                best, best_obj, best_x = cand, c.objective, x_new
-                radius = [np.minimum(r * 2.0, 10.0 * s) for r, s in zip(radius, scale)]
-            else:
-                radius = [r / 4.0 for r in radius]
-            prob.linearize_at(best_x)
-            prob.set_trust_region(best_x, radius)
-        notes.append(f"non-convex accounts handled by sequential convex programming ({variant}): "
-                     f"{iterations} linearised solve(s) in a trust region, each step checked by the "
-                     "calculators" + ("" if best is not None else "; none improved the desk"))
-        return [best] if best is not None else []
+        """Non-convex accounts (Derive) by the rebalancer's trust-region SCP (``rebalance._scp``):
+        a step is kept only if every check passes and the calculators confirm the desk's
+        objective fell as the model predicted."""
+        scp = _JointSCP(prob, desk, checker, variant, solver)
+        outcome = None
+        try:
+            outcome = trust_region_scp(scp, scp.flat(scp.x0), scp.flat(scp.scale),
+                                       checker.zero.objective, checker.zero.ok, SCP_RULES)
+        finally:  # the problem's own tangents back, at the last accepted iterate
+            best = outcome.best if outcome is not None else None
+            prob.linearize_at(list(best.payload[1]) if best is not None else scp.x0)
+        notes.append(scp_note(outcome, SCP_RULES, f"non-convex accounts ({variant})", "the calculators",
+                              start="desk"))
+        return [outcome.best.payload[0]] if outcome.best is not None else []
 
     def _choose(self, passed: list[_Check], desk: _Desk, checker: _Checker,
                 log: list[tuple[str, str]]) -> _Check | None:
@@ -910,6 +887,84 @@ def _greeks(desk: _Desk, xs: list[np.ndarray]) -> dict[str, dict[str, float]]:
             for key in tot:
                 tot[key] += g[key]
     return out
+
+
+# --------------------------------------------------------------------------- SCP of the desk
+class _JointModel:
+    """A joint problem's stage 1 with each non-convex account's model (``PieceEpigraph``) in place
+    of its tangent, that account's equity row carrying it too: compiled once per problem and
+    variant, re-solved by Parameters."""
+
+    def __init__(self, prob: JointProblem, datas: list[ProblemData], variant: str) -> None:
+        self.epis = {b.k: PieceEpigraph(b.x, datas[b.k].bound, datas[b.k].universe.x0,
+                                        SCP_RULES.pieces, f"a{b.k}/")
+                     for b in prob.blocks if b.nonconvex}
+        first, _ = prob.problems[variant]
+        owner = {id(con): k for k, con in prob.equity_con.items() if k in self.epis}
+        self.equity: dict[int, cp.Constraint] = {}
+        cons: list[cp.Constraint] = []
+        for con in first.constraints:
+            k = owner.get(id(con))
+            if k is not None:
+                con = self.equity[k] = with_pieces(con, self.epis[k].total)
+            cons.append(con)
+        cons += [c for e in self.epis.values() for c in e.constraints]
+        tops = cp.sum(cp.hstack([e.total for e in self.epis.values()]))
+        self.problem = cp.Problem(cp.Minimize(first.objective.args[0] + tops), cons)
+
+
+_JOINT_MODELS: "weakref.WeakKeyDictionary[JointProblem, dict[str, _JointModel]]" = weakref.WeakKeyDictionary()
+
+
+class _JointSCP:
+    """``rebalance._scp.ConvexModel`` of a desk: the point is the non-convex accounts' positions,
+    end to end; each step is checked by the desk's checker (every account's verifier)."""
+
+    def __init__(self, prob: JointProblem, desk: _Desk, checker: _Checker, variant: str,
+                 solver: str) -> None:
+        models = _JOINT_MODELS.setdefault(prob, {})
+        if variant not in models:
+            models[variant] = _JointModel(prob, desk.datas, variant)
+        self.model = models[variant]
+        self.prob, self.desk, self.checker, self.variant, self.solver = prob, desk, checker, variant, solver
+        self.x0 = [d.universe.x0 for d in desk.datas]
+        self.scale = [np.maximum(np.abs(x), 1.0) for x in self.x0]
+        self.nonconvex = sorted(self.model.epis)
+        for k in self.nonconvex:
+            zero_tangents(desk.datas[k].bound, prob.p.set, f"a{k}/")
+
+    def flat(self, xs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([xs[k] for k in self.nonconvex])
+
+    def _split(self, flat: np.ndarray, fill: list[np.ndarray]) -> list[np.ndarray]:
+        out, at = list(fill), 0
+        for k in self.nonconvex:
+            n = fill[k].size
+            out[k] = flat[at:at + n]
+            at += n
+        return out
+
+    def relinearise(self, x: np.ndarray) -> None:
+        xs = self._split(x, self.x0)
+        for k in self.nonconvex:
+            self.model.epis[k].set_at(xs[k], self.desk.datas[k].bound)
+
+    def step(self, centre: np.ndarray, radius: np.ndarray) -> Trial:
+        prob, model = self.prob, self.model
+        prob.set_trust_region(self._split(centre, self.x0), self._split(radius, self.scale))
+        report = solve(model.problem, prob.problem_class, self.solver, bounded_below=True)
+        ans = prob._answer("stage 1", self.variant, (report,), duals=True)
+        tops = {k: e.value() for k, e in model.epis.items()}
+        duals = dict(ans.duals)
+        for k, con in model.equity.items():
+            duals[f"a{k}/equity"] = np.atleast_1d(np.asarray(con.dual_value, dtype=float)) \
+                if con.dual_value is not None else np.zeros(0)
+        ans = replace(ans, variant=f"linearised {self.variant}", duals=duals,
+                      solver_margins_usd=tuple(m + tops.get(k, 0.0) for k, m in enumerate(ans.solver_margins_usd)))
+        c = self.checker.check(ans, "sequential convex step", solver_margins=False)
+        xs = [x + m + t for x, m, t in zip(self.x0, c.moves, c.trades)]
+        predicted = float(prob.objective.value) + sum(tops.values())
+        return Trial(self.flat(xs), predicted, c.ok, c.objective, (ans, tuple(xs)))
 
 
 def allocate(accounts: Sequence[Account | Mapping[str, Any]] | str | Path,

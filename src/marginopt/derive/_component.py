@@ -102,6 +102,13 @@ class DerivePM2Margin(BoundComponent):
     def evaluate(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None) -> float:
         return self._scale(values) * self.breakdown(x).requirement
 
+    def convex_model(self, x: np.ndarray, values: dict[str, np.ndarray] | None,
+                     pieces: int | None) -> dict[str, Any] | None:
+        """PM2's convex model at ``x``: the near-worst scenario rows, the forward contingency
+        and the contingencies (``_convex.component_model``), for sequential convex programming."""
+        from ._convex import component_model  # _convex imports this module
+        return component_model(self, x, values, pieces)
+
     def linearize(self, x: np.ndarray, values: dict[str, np.ndarray] | None = None
                   ) -> tuple[float, np.ndarray]:
         """Exact value and a subgradient (per unit of each pool instrument) at ``x``."""

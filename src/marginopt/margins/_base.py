@@ -196,6 +196,14 @@ class BoundComponent(ABC):
         optimizer can run sequential convex programming."""
         raise TypeError(f"{type(self).__name__} is convex; it is compiled, not linearised")
 
+    def convex_model(self, x: np.ndarray, values: dict[str, np.ndarray] | None,
+                     pieces: int | None) -> dict[str, Any] | None:
+        """A non-convex component's convex model around pool positions ``x``, exact at ``x``,
+        as the arrays of ``marginopt.rebalance._scp.ComponentModel`` (``pieces``: scenario rows
+        kept, None for all); None: sequential convex programming uses its tangent
+        (``linearize``)."""
+        return None
+
 
 # --------------------------------------------------------------------------- specs (YAML)
 class ComponentSpec(BaseModel):

@@ -27,6 +27,7 @@ from ._data import (Universe, UniverseCache, build_universe, greeks_summary, lim
 from ._active_set import ScenarioGeneration
 from ._native import SOLVER as NATIVE, NativeAnswers, NativeModels
 from ._problem import ProblemData, RawSolution, RebalanceProblem
+from ._scp import TrustRegionRules, rebalance_scp, scp_note
 from ._proposal import BoundCheck, LimitCheck, Proposal, Status, Trade
 from ._solvers import ProblemClass, SolveReport, chain, installed_solvers
 from ._spec import SOLVER_PATHS, RebalanceSpec, load_spec
@@ -34,7 +35,8 @@ from ._verify import LIMIT_TOLERANCE, Verification, Verifier
 
 __all__ = ["LIMIT_TOLERANCE", "Rebalancer", "optimize"]
 
-_SCP_MAX_ITERATIONS = 20
+#: the trust-region SCP of non-convex models (shared with the desk allocation)
+SCP_RULES = TrustRegionRules()
 #: a linearised problem infeasible in its trust region is retried this many times, each in a
 #: region 100 times wider, before the claim of infeasibility is examined
 _TRUST_WIDENINGS = 4
@@ -467,47 +469,17 @@ class Rebalancer:
 
     def _sequential_convex(self, prob: RebalanceProblem, raw: RawSolution, data: ProblemData,
                            search: _Search, solver: str) -> RawSolution:
-        """Sequential convex programming: linearise the non-convex parts at the current book,
-        re-solve inside a trust region, keep a step only if the calculator confirms the objective
-        fell and the verifier passes it; shrink the region when not; stop when it is negligible."""
-        x0 = data.universe.x0
-        scale = np.maximum(np.abs(x0), 1.0)
-        best_x, best_raw = x0, None
-        verifier = search.verifier
-        zero = verifier.check(np.zeros_like(x0))
-        # a book outside its limits has no acceptable value yet: any feasible step improves it
-        best = zero.objective_usd if not verifier.restoring and zero.ok else np.inf
-        radius = scale.copy()
-        candidate, iterations = raw, 0
-        while iterations < _SCP_MAX_ITERATIONS and np.all(radius > 1e-6 * scale):
-            iterations += 1
-            x_new = x0 + candidate.trades
-            if iterations > 1 and np.allclose(x_new, best_x, rtol=0.0, atol=1e-9):
-                break  # the linearised problem returns the current point: converged
-            v = verifier.check(self._clean(candidate.trades, data.universe))
-            improves = not np.isfinite(best) or v.objective_usd < best - 1e-9 * max(abs(best), 1.0)
-            if v.ok and improves:
-                best, best_x, best_raw = v.objective_usd, x_new, candidate
-                radius = np.minimum(radius * 2.0, 10.0 * scale)
-            else:
-                radius = radius / 4.0
-            prob.linearize_at(best_x)
-            prob.set_trust_region(best_x, radius)
-            try:
-                stage1, stage2 = prob.solve(solver)
-            except OptimizationError:
-                break  # keep the best step the calculator confirmed
-            candidate = stage2 or stage1
-        search.notes.append(f"non-convex components handled by sequential convex programming: "
-                            f"{iterations} linearised solve(s) in a trust region, each step checked "
-                            "by the calculator" + ("" if best_raw is not None else "; none improved the book"))
-        if best_raw is None:
-            zero_t = np.zeros_like(x0)
+        """Sequential convex programming (``_scp.py``: each non-convex margin by a convex model
+        exact at the iterate, an adaptive trust region, every step's margin the calculator's and
+        the step verified). No step improving the book: trading nothing."""
+        found, outcome = rebalance_scp(prob, search.verifier, solver,
+                                       lambda t: self._clean(t, data.universe), SCP_RULES)
+        search.notes.append(scp_note(outcome, SCP_RULES, "non-convex components", "the calculator"))
+        if found is None:
+            zero_t = np.zeros_like(data.universe.x0)
             return RawSolution(zero_t, zero_t, data.margin_before_usd, 0.0, raw.lower_duals,
                                raw.upper_duals, raw.reports, "sequential convex programming")
-        return RawSolution(best_raw.buy, best_raw.sell, best_raw.objective_margin_usd, best_raw.cost_usd,
-                           best_raw.lower_duals, best_raw.upper_duals, best_raw.reports,
-                           "sequential convex programming", best_raw.turnover_dual)
+        return found
 
     @staticmethod
     def _clean(trades: np.ndarray, u: Universe) -> np.ndarray:
