@@ -9,7 +9,9 @@ process's maximum resident set) is its own:
 - warm snapshot: the same Rebalancer on a moved snapshot (index +0.3%, implied vols +0.1 points):
   the matrix is not read again and the active set starts from the last answer's binding set;
 - warm book: the same again with three positions resized;
-- rounds and the final active set (scenarios for scenario-max, tail cuts for scenario-es) of each;
+- rounds and the final active set of each (scenarios for scenario-max; for scenario-es the
+  scenarios of the exact form it ends in, or its tail cuts where it ends in cuts: tails above
+  ``EXACT_MAX_TAIL``, e.g. 100,000 scenarios at 97.5%);
 - full LP: in another process, the raw persistent HiGHS model (``NativeProblem``) on the whole LP
   of the same cold case (scenario rows for scenario-max, Rockafellar-Uryasev's row and column per
   scenario for scenario-es): build + both stages, its stage-1 margin beside the generated one.
@@ -262,7 +264,8 @@ def main() -> None:
     if args.quick:
         args.sizes, args.instruments = [1000, 5000], [200]
     args.data.mkdir(parents=True, exist_ok=True)
-    print(f"scenario generation vs the whole LP; one process per case; load {os.getloadavg()[0]:.1f}\n")
+    print(f"scenario generation vs the whole LP; one process per case; load (1-minute average) "
+          f"{os.getloadavg()[0]:.1f} at the start\n")
     head = (f"{'model':>12} {'S x N':>14} {'cold s':>7} {'warm snap':>9} {'warm book':>9} "
             f"{'peak MB':>8} {'rounds (c/ws/wb)':>16} {'active (c/ws/wb)':>18} "
             f"{'full LP s':>9} {'full MB':>8} {'objective gen / full (rel. diff)':>34}")
@@ -298,6 +301,7 @@ def main() -> None:
                       f"{g['solver']}, {g['trades']} trades, margin {g['margin_before']:,.2f} -> "
                       f"{g['margin']:,.2f}" + ("" if g["converged"] else
                                                "; NOT CONVERGED in the time limit (verified, no claim)"))
+    print(f"\nload (1-minute average) {os.getloadavg()[0]:.1f} at the end")
     print("\ncold = read the matrix + bind + generate + verify + the proposal (a new Rebalancer); "
           "warm = the same Rebalancer on a moved snapshot, then on a resized book; peak MB = the "
           "process's maximum resident set (Python, the case and the matrix included); full LP = "

@@ -1,7 +1,8 @@
 """Scenario generation (``rebalance/_active_set.py``): large scenario sets solved over an active
-set of scenarios (scenario-max) or of expected-shortfall tail cuts (scenario-es), certified on the
-full set. Against the whole LP on random books and matrices (3,000 scenarios x 60 instruments);
-the cut formulation against ``ExpectedShortfall.evaluate``; the matrix read once per model."""
+set of scenarios (scenario-max) or of expected-shortfall tail cuts then the exact form over the
+scenarios near the tail (scenario-es), certified on the full set. Against the whole LP on random
+books and matrices (3,000 scenarios x 60 instruments); the cut formulation and the exact form over
+some scenarios against ``ExpectedShortfall.evaluate``; the matrix read once per model."""
 
 from __future__ import annotations
 
@@ -101,6 +102,8 @@ def test_generated_answer_is_the_whole_lp_answer(market, tmp_path, monkeypatch, 
         assert p.trade_quantities[name] == pytest.approx(qty, rel=1e-6, abs=1e-9)
     # far fewer rows than scenarios
     assert 0 < sum(reb.scenarios.sizes.values()) < S / 4
+    if kind == "es":  # phase 1 ended in the exact form over the scenarios near the tail
+        assert any("exact over" in n for n in p.notes), p.notes
 
 
 @pytest.mark.parametrize("kind", ["max", "es"])
@@ -120,6 +123,31 @@ def test_free_margin_and_cvxpy_path(market, tmp_path, monkeypatch, kind):
     w = _whole(monkeypatch, model, spec, book, market)
     assert c.margin_after.initial_margin_usd + c.cost_usd == pytest.approx(
         w.margin_after.initial_margin_usd + w.cost_usd, rel=1e-7)
+
+
+@pytest.mark.parametrize("gap", [1.0, _active_set.EXACT_GAP])
+def test_expected_shortfall_in_two_pools(market, tmp_path, monkeypatch, gap):
+    """Two generated components (a BTC and an ETH pool, each over its own instruments' columns),
+    in the exact form from phase 1's first round (gap 1) or near the optimum: the whole LP's
+    answer."""
+    monkeypatch.setattr(_active_set, "EXACT_GAP", gap)
+    book, _, spec, pnl, cols = _case(market, "es", 11, tmp_path)
+    coin = np.array([market.index_prices[mo.parse_instrument(c).underlying] for c in cols])
+    path = tmp_path / "per-coin.csv"  # P&L per unit in coin: the pools settle in their coin
+    rows = [f"day{i + 1}," + ",".join(repr(float(v)) for v in row) for i, row in enumerate(pnl / coin)]
+    path.write_text(",".join(["scenario", *cols]) + "\n" + "\n".join(rows) + "\n")
+    data = mo.load_model("scenario-es").model_dump(exclude={"path"})
+    comp = data["currencies"]["ALL"]["initial"][0] | {"matrix": str(path)}
+    data |= {"pooling": "per_underlying",
+             "currencies": {u: {"initial": [comp], "maintenance_factor": 1.0} for u in ("BTC", "ETH")}}
+    model = mo.load_model(data)
+    p = mo.Rebalancer(model, spec).optimize(book, market)
+    assert_sound(p)
+    assert p.verified_by.endswith(f"on all {2 * S:,} scenarios"), p.verified_by
+    assert any("exact over" in why for _, why in p.attempts)
+    q = _whole(monkeypatch, model, spec, book, market)
+    assert p.margin_after.initial_margin_usd + p.cost_usd == pytest.approx(
+        q.margin_after.initial_margin_usd + q.cost_usd, rel=REL)
 
 
 def test_lots_rounded_after_generation(market, tmp_path):
@@ -203,6 +231,63 @@ def test_tail_cuts_match_evaluate(s, level):
         assert relaxed.evaluate(y) <= es.evaluate(y) + 1e-12 * max(1.0, abs(es.evaluate(y)))
     for x in points:
         assert relaxed.evaluate(x) == pytest.approx(es.evaluate(x), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("s, level", [(1010, 0.975), (400, 0.9), (333, 0.95)])
+def test_exact_form_over_a_subset_is_a_lower_bound(s, level):
+    """Expected shortfall over some scenarios with the whole set's tail size: at most the true
+    one everywhere, equal to it where the tail lies among them, and its value from the losses
+    (``_es_columns``) is ``evaluate``'s."""
+    rng = np.random.default_rng(s)
+    pnl = rng.normal(0.0, 1.0, (s, 7)) * rng.uniform(1, 100, 7)
+    es = ExpectedShortfall("es", tuple(map(str, range(s))), pnl, level)
+    tail = (1 - level) * s
+    for x in rng.normal(0.0, 1.0, (20, 7)):
+        rows = rng.choice(s, int(2 * tail) + 3, replace=False)
+        part = _active_set._over(es, rows)
+        assert part.n_scenarios == rows.size
+        assert part.evaluate(x) <= es.evaluate(x) + 1e-12 * max(1.0, es.evaluate(x))
+        assert _active_set._es_columns(es, -(pnl[rows] @ x)[:, None])[0] == pytest.approx(
+            part.evaluate(x), rel=1e-12, abs=1e-12)
+        with_tail = np.unique(np.r_[rows, es.worst_tail(x)[0]])
+        assert _active_set._over(es, with_tail).evaluate(x) == pytest.approx(
+            es.evaluate(x), rel=1e-12, abs=1e-12)
+        # the worst EXACT_MARGIN tails at a point hold its tail
+        near = _active_set._worst(es, -(pnl @ x))
+        assert np.isin(es.worst_tail(x)[0], near).all()
+
+
+def test_losses_from_the_traded_columns():
+    """An answer's losses from the book's P&L plus its traded columns are the whole product's."""
+    rng = np.random.default_rng(5)
+    pnl = np.asfortranarray(rng.normal(0.0, 1.0, (3000, 80)))
+    es = ExpectedShortfall("es", tuple(map(str, range(3000))), pnl, 0.975)
+    x0 = rng.normal(0.0, 5.0, 80)
+    tails = _active_set._Tails.seed(es, x0, None)
+    x = np.repeat(x0[:, None], 3, axis=1)
+    x[[3, 17], 0] += [1.5, -2.0]
+    x[40, 2] -= 0.25  # the middle point trades nothing
+    np.testing.assert_allclose(tails._losses(es, x), -(pnl @ x), rtol=1e-12, atol=1e-9)
+    dense = x0[:, None] + rng.normal(0.0, 1.0, (80, 2))  # most instruments traded: the product
+    np.testing.assert_allclose(tails._losses(es, dense), -(pnl @ dense), rtol=1e-12, atol=1e-9)
+
+
+def test_exact_form_grown_by_the_whole_search(market, tmp_path, monkeypatch):
+    """The exact form started from the tail alone at phase 1's answer (no margin around it): the
+    whole search's answers show scenarios outside it, they join, and the answer is still the
+    whole LP's."""
+    monkeypatch.setattr(_active_set, "EXACT_MARGIN", 1.0)
+    monkeypatch.setattr(_active_set, "EXACT_KEEP", 1.0)
+    book, model, spec, _, _ = _case(market, "es", 4, tmp_path)
+    reb = mo.Rebalancer(model, spec)
+    p = reb.optimize(book, market)
+    _check_certified(p, book, market, model)
+    assert reb.scenarios.rounds[1] >= 2  # at least one whole search found scenarios to add
+    assert any("exact over" in why and "violated at its answers, added" in why for _, why in p.attempts)
+    q = _whole(monkeypatch, model, spec, book, market)
+    assert p.margin_after.initial_margin_usd + p.cost_usd == pytest.approx(
+        q.margin_after.initial_margin_usd + q.cost_usd, rel=REL)
+    assert p.margin_after.initial_margin_usd == pytest.approx(q.margin_after.initial_margin_usd, rel=REL)
 
 
 def test_restricted_worst_loss_is_a_lower_bound():

@@ -13,8 +13,17 @@ coefficients, most of which never bind. Above ``MIN_SCENARIOS`` scenarios the Re
   weight 1/tail and the next at (tail - whole)/tail, exactly as ``ExpectedShortfall.evaluate``
   counts them. Each cut is one dense row (the tail's weighted P&L per unit); the relaxation is
   the worst of the cuts found so far, starting from the book's own tail. No column per scenario.
+  Near the optimum (the cuts' gap within ``EXACT_GAP``) the cuts give way to the *exact form
+  over the scenarios near the tail*: expected shortfall over a set A of scenarios with the whole
+  set's tail size (Rockafellar-Uryasev over A: a column and a dense row per scenario of A),
+  which is the maximum over every weighting of A's scenarios that a tail can take, so at most
+  the true expected shortfall everywhere and equal to it wherever the tail lies in A. Cuts need
+  many rounds to close the last 1% (each cut is one tail, the optimum sits where hundreds of
+  tails meet); near the optimum the tail moves little, so A (the worst ``EXACT_MARGIN`` tails'
+  worth at the best answer and at the cuts' minimum) usually holds the optimum's tail at once.
 
-Each relaxation is at most the true margin everywhere (a ``RiskMatrix`` over a few rows), so its
+Each relaxation is at most the true margin everywhere (a ``RiskMatrix`` over a few rows, or the
+expected shortfall over some of the scenarios), so its
 optimum bounds the true one from below, and an answer at which it equals the true margin is
 optimal. Two phases:
 
@@ -25,13 +34,19 @@ optimal. Two phases:
    Nemirovskii and Nesterov: each round also steps to the point nearest the best answer where
    the model is at most a level between its minimum and the best true objective), which needs a
    few times fewer rounds than plain cutting planes. Tails are also cut between the best answer
-   and each answer where the cuts miss (in-out separation). Nothing found here is offered.
+   and each answer where the cuts miss (in-out separation). Then, for expected shortfall, the
+   exact form over A in the same model (a column ``z``, a column ``u_s`` and a row each for the
+   scenarios of A, beside the cuts), grown by the scenarios near the tail at each answer where
+   it misses; phase 2 gets it over the worst ``EXACT_KEEP`` tails' worth at the last answer
+   (fewer rows: the least-trading stage's time grows fast with them). Nothing found here is
+   offered.
 2. The whole search: ``Rebalancer._search`` on the relaxed problem data, unchanged (the native
    model or the cvxpy problem, stage 1 and the least-trading stage, lots, ``free_margin``).
    Every answer it verifies (stage 1, tie-break, repairs, lot roundings) is checked on the full
    scenario set: each scenario whose loss there is above the relaxation's margin by more than
    ``VIOLATION_RTOL`` (the worst ``ADD_PER_ROUND`` per answer), and each tail whose expected
-   shortfall is, joins the relaxation, and the search runs again; usually once more at most.
+   shortfall is (in the exact form, the scenarios near that tail), joins the relaxation, and the
+   search runs again; usually once more at most.
    When no answer shows one, the relaxation equals the true margin at every answer: the stage-1
    answer is optimal, and the tie-break's answer is the true least-trading one (the stage-2
    feasible set of the relaxation contains the true one). The answers are then verified again
@@ -41,9 +56,17 @@ optimal. Two phases:
 In phase 2 the relaxation's rows are padded to a power of two (rows of zero P&L, whose loss of
 zero never exceeds the floor at zero), so a growing set keeps one problem structure per size:
 the cvxpy problem is updated (DPP) rather than recompiled, and the native model takes the new
-numbers and re-solves from its last basis. Problems of intermediate sizes are dropped from the
-Rebalancer's caches; the final active set is remembered (the scenarios and cuts that bind at the
-answers) and seeds the next snapshot's.
+numbers and re-solves from its last basis (the exact form is not padded: a scenario of zero loss
+could join its tail and lift it above the true expected shortfall). Problems of intermediate
+sizes are dropped from the Rebalancer's caches; the final active set is remembered (the
+scenarios and cuts that bind at the answers, and the scenarios near the tail there) and seeds
+the next snapshot's: a re-optimise of expected shortfall that ended in the exact form goes
+straight to the whole search in the exact form over the scenarios near the last answers' tails
+(the optimum moves little with the market; where it moves more, as after a resized book, the
+whole search's rounds add what is missing).
+
+An answer's scenario losses are the book's (``P x0``, once per run) plus its traded columns'
+(a trade set near an optimum names a few dozen instruments): not a product with the whole matrix.
 """
 
 from __future__ import annotations
@@ -95,6 +118,17 @@ LEVEL = 0.3
 #: held back, halved after a step it does not confirm (less than ``KEEP`` of the predicted gain)
 RADIUS = 0.25
 KEEP = 0.1
+#: expected shortfall: phase 1 leaves the cuts for the exact form over the scenarios near the
+#: tail once its gap (best true objective less the cuts' minimum) is within this fraction
+EXACT_GAP = 1e-2
+#: ... and those scenarios are the worst this many tails' worth at each point it looks at
+EXACT_MARGIN = 1.5
+#: ... when every expected shortfall's tail is at most this many scenarios: the exact form's LP
+#: has a dense row per scenario near the tail, and past this (100,000 scenarios at 97.5%: 2,500)
+#: HiGHS took minutes and gigabytes on it, where the cuts end in seconds
+EXACT_MAX_TAIL = 1000
+#: ... and the whole search starts from the worst this many tails' worth at phase 1's answer
+EXACT_KEEP = 1.05
 #: a remembered scenario or cut binds at an answer: within this fraction of the margin there
 _BINDING_RTOL = 1e-7
 
@@ -119,6 +153,9 @@ class _Scenarios:
         k = min(INITIAL_WORST, losses.size)
         worst = np.argpartition(-losses, k - 1)[:k] if k else np.zeros(0, dtype=np.intp)
         return cls(np.unique(worst if memory is None else np.r_[memory.rows, worst]))
+
+    def capacity(self, padded: bool) -> int:
+        return _capacity(self.size) if padded else self.size
 
     def relaxation(self, comp: RiskMatrix, capacity: int) -> RiskMatrix:
         return comp.restricted(self.rows, capacity)
@@ -164,19 +201,42 @@ class _Scenarios:
 
 @dataclass
 class _Tails:
-    """An expected-shortfall component's cuts: each a tail (scenario rows and their weights) and
-    its row ``w @ P[rows]`` (P at scale 1), in the order found."""
+    """An expected-shortfall component's relaxation. First cuts: each a tail (scenario rows and
+    their weights) and its row ``w @ P[rows]`` (P at scale 1), in the order found. Then, once
+    phase 1 is near the optimum, the exact form over a set of scenarios (``scenarios``): the
+    expected shortfall of the whole set's tail size over those scenarios alone (see
+    ``_over``), at most the true one everywhere and equal to it wherever the tail lies inside."""
 
     tails: dict[bytes, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     _cuts: np.ndarray | None = None
+    #: the exact form's scenarios, in the order found (empty while the relaxation is the cuts)
+    scenarios: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    #: the last snapshot's scenarios near the tail at its answers (the worst ``EXACT_KEEP`` tails'
+    #: worth at each): a re-optimise's exact form starts over them
+    hint: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    #: the pool's book and its P&L per scenario (``P @ x0``, scale 1): an answer's losses are
+    #: these plus its traded instruments' columns (a few), not a product with the whole matrix
+    _x0: np.ndarray | None = None
+    _base: np.ndarray | None = None
 
     @property
     def size(self) -> int:
         return len(self.tails)
 
     @property
+    def exact(self) -> bool:
+        return bool(self.scenarios.size)
+
+    @property
     def rows(self) -> np.ndarray:
         return self._cuts[: len(self.tails)] if self._cuts is not None else np.zeros((0, 0))
+
+    def capacity(self, padded: bool) -> int:
+        """The relaxation's size: its cuts (padded), or minus its scenarios in the exact form
+        (never padded: a scenario of zero loss could join the tail and lift the bound)."""
+        if self.exact:
+            return -int(self.scenarios.size)
+        return _capacity(self.size) if padded else self.size
 
     @staticmethod
     def _key(rows: np.ndarray, weights: np.ndarray) -> bytes:
@@ -203,10 +263,16 @@ class _Tails:
         out = cls()
         for r, w in (memory.tails.values() if memory is not None else ()):
             out.add(comp, r, w)  # each remembered tail on this snapshot's P&L
-        out.add(comp, *comp.worst_tail(x0))
+        if memory is not None:
+            out.hint = memory.hint
+        out._x0 = np.array(x0, dtype=float)
+        out._base = comp.values()["pnl"] @ out._x0
+        out.add(comp, *comp.tail_of(-out._base))
         return out
 
-    def relaxation(self, comp: ExpectedShortfall, capacity: int) -> RiskMatrix:
+    def relaxation(self, comp: ExpectedShortfall, capacity: int) -> RiskMatrix | ExpectedShortfall:
+        if self.exact:
+            return _over(comp, self.scenarios)
         return comp.cuts(list(self.tails.values()), capacity, self.rows)
 
     def since(self, comp: ExpectedShortfall, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -214,15 +280,33 @@ class _Tails:
         rows = self.rows[k:]
         return rows, np.zeros(rows.shape[0])
 
+    def _losses(self, comp: ExpectedShortfall, x: np.ndarray) -> np.ndarray:
+        """Every scenario's loss at each point of ``x`` (a column each): the book's P&L plus the
+        traded columns' when the points trade few instruments (they do near an optimum)."""
+        pnl = comp.values()["pnl"]
+        if self._x0 is None or self._base is None or self._x0.shape[0] != x.shape[0]:
+            return -matvec_columns(pnl, x)
+        d = x - self._x0[:, None]
+        traded = np.flatnonzero(np.any(d != 0.0, axis=1))
+        if traded.size > x.shape[0] // 4:
+            return -matvec_columns(pnl, x)
+        out = np.empty((pnl.shape[0], x.shape[1]))
+        out[:] = -self._base[:, None]
+        if traded.size:
+            out -= pnl[:, traded] @ d[traded]
+        return out
+
     def _values(self, comp: ExpectedShortfall, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every scenario's loss at each point (a column each) and the relaxation's margin there."""
-        losses = -matvec_columns(comp.values()["pnl"], x)
+        losses = self._losses(comp, x)
+        if self.exact:
+            return losses, _es_columns(comp, losses[self.scenarios])
         return losses, np.maximum((-(self.rows @ x)).max(axis=0, initial=0.0), 0.0)
 
     def _violated(self, comp: ExpectedShortfall, x: np.ndarray
-                  ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
-        """The tail at each point of ``x`` where the expected shortfall is above the cuts; the
-        true and relaxed margins at each point."""
+                  ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray, np.ndarray]:
+        """The tail at each point of ``x`` where the expected shortfall is above the relaxation;
+        the true and relaxed margins at each point; the losses."""
         losses, relaxed = self._values(comp, x)
         true = np.zeros(x.shape[1])
         out = []
@@ -231,26 +315,92 @@ class _Tails:
             true[j] = max(float(weights @ losses[rows, j]), 0.0)
             if true[j] > relaxed[j] + VIOLATION_RTOL * max(relaxed[j], 1.0):
                 out.append((rows, weights))
-        return out, true, relaxed
+        return out, true, relaxed, losses
+
+    def begin_exact(self, comp: ExpectedShortfall, x: np.ndarray) -> None:
+        """Switch to the exact form, over the scenarios near the tail at the points ``x`` (the
+        worst ``EXACT_MARGIN`` tails at each) and the remembered ones."""
+        losses = self._losses(comp, x)
+        near = [self.hint] + [_worst(comp, losses[:, j]) for j in range(x.shape[1])]
+        self.scenarios = _ordered_union(np.zeros(0, dtype=np.intp), near)
+
+    def keep(self, comp: ExpectedShortfall, x: np.ndarray, margin: float) -> None:
+        """The exact form over the worst ``margin`` tails' worth of scenarios at the points ``x``
+        alone (fewer rows for the whole search, whose least-trading stage they slow most)."""
+        losses = self._losses(comp, x)
+        self.scenarios = _ordered_union(np.zeros(0, dtype=np.intp),
+                                        [_worst(comp, losses[:, j], margin) for j in range(x.shape[1])])
 
     def separate(self, comp: ExpectedShortfall, x: np.ndarray, centre: np.ndarray
                  ) -> tuple[int, np.ndarray, np.ndarray]:
         """Add the tail at each point of ``x`` where the expected shortfall is above the cuts
         and, where some is, the tails at points between the best answer so far (``centre``) and
-        that point which the cuts miss too (in-out separation). How many were added, and the
-        true and relaxed margins at each point of ``x``."""
-        found, true, relaxed = self._violated(comp, x)
+        that point which the cuts miss too (in-out separation). In the exact form, the
+        scenarios near the tail at each point where it is above the relaxation. How many were
+        added, and the true and relaxed margins at each point of ``x``."""
+        found, true, relaxed, losses = self._violated(comp, x)
+        if self.exact:
+            near = [_worst(comp, losses[:, j]) for j in range(x.shape[1])
+                    if true[j] > relaxed[j] + VIOLATION_RTOL * max(relaxed[j], 1.0)]
+            before = self.scenarios.size
+            self.scenarios = _ordered_union(self.scenarios, near)
+            return int(self.scenarios.size - before), true, relaxed
         off = [j for j in range(x.shape[1]) if true[j] > relaxed[j]]
-        if found and off:
+        if found and off and IN_OUT:
             between = np.column_stack([centre + a * (x[:, j] - centre) for j in off for a in IN_OUT])
             found += self._violated(comp, between)[0]
         return sum(self.add(comp, r, w) for r, w in found), true, relaxed
 
     def remembered(self, comp: ExpectedShortfall, x: np.ndarray) -> "_Tails":
-        """The cuts that bind at some point of ``x`` (the next snapshot's seed)."""
-        _, relaxed = self._values(comp, x)
-        near = (-(self.rows @ x) >= relaxed - _BINDING_RTOL * np.maximum(relaxed, 1.0)).any(axis=1)
-        return _Tails({k: t for (k, t), keep in zip(self.tails.items(), near) if keep})
+        """The cuts that bind at some point of ``x``, and in the exact form the scenarios near the
+        tail at each point (the next snapshot's seed)."""
+        losses = self._losses(comp, x)
+        cut = np.maximum((-(self.rows @ x)).max(axis=0, initial=0.0), 0.0)
+        near = (-(self.rows @ x) >= cut - _BINDING_RTOL * np.maximum(cut, 1.0)).any(axis=1)
+        hint = _ordered_union(np.zeros(0, dtype=np.intp),
+                              [_worst(comp, losses[:, j], EXACT_KEEP) for j in range(x.shape[1])])
+        return _Tails({k: t for (k, t), keep in zip(self.tails.items(), near) if keep},
+                      hint=hint if self.exact else np.zeros(0, dtype=np.intp))
+
+
+def _tail_size(comp: ExpectedShortfall) -> float:
+    return (1.0 - comp.level) * comp.n_scenarios
+
+
+def _worst(comp: ExpectedShortfall, losses: np.ndarray, margin: float | None = None) -> np.ndarray:
+    """The scenarios that can be in the tail near a point: the worst ``margin`` tails' worth
+    there (``EXACT_MARGIN`` unless given; and one more: the tail's boundary scenario)."""
+    k = min(int(np.ceil((margin or EXACT_MARGIN) * _tail_size(comp))) + 1, losses.size)
+    return np.argpartition(-losses, k - 1)[:k]
+
+
+def _ordered_union(first: np.ndarray, more: list[np.ndarray]) -> np.ndarray:
+    """``first`` then the scenarios of ``more`` not in it, in the order found."""
+    seen = np.zeros(0, dtype=np.intp) if not more else np.concatenate(more)
+    _, at = np.unique(seen, return_index=True)
+    new = seen[np.sort(at)]
+    return np.concatenate([first, new[~np.isin(new, first)]]).astype(np.intp)
+
+
+def _over(comp: ExpectedShortfall, rows: np.ndarray) -> ExpectedShortfall:
+    """Expected shortfall over the scenarios ``rows`` alone with the whole set's tail size
+    (``(1 - level) S`` scenarios' worth): the mean of the worst losses among ``rows`` at weights
+    at most ``1 / tail`` summing to one, a maximum over fewer weightings than the true one, so at
+    most it everywhere, and equal to it where its tail is among ``rows``. Its level
+    ``1 - tail / len(rows)`` gives it that tail size (``rows`` hold more than a tail)."""
+    return ExpectedShortfall(comp.name, tuple(comp.labels[i] for i in rows), comp.raw_pnl[rows],
+                             1.0 - _tail_size(comp) / rows.size)
+
+
+def _es_columns(comp: ExpectedShortfall, losses: np.ndarray) -> np.ndarray:
+    """``_over(comp, rows)``'s value at each point from its scenarios' losses (a column each)."""
+    tail = _tail_size(comp)
+    whole = min(int(np.floor(tail + 1e-12)), losses.shape[0])
+    ordered = -np.sort(-losses, axis=0)
+    total = ordered[:whole].sum(axis=0)
+    if whole < losses.shape[0]:
+        total = total + (tail - whole) * ordered[whole]
+    return np.maximum(total / tail, 0.0)
 
 
 @dataclass
@@ -307,7 +457,7 @@ class ScenarioGeneration:
         """The problem data with each generated component replaced by its relaxation (padded to
         its capacity, or not); and the capacities. The margin before stays the true one:
         free_margin's target is the true margin less the amount."""
-        caps = tuple(_capacity(t.active.size) if padded else t.active.size for t in targets)
+        caps = tuple(t.active.capacity(padded) for t in targets)
         pools = list(data.bound.pools)
         for t, cap in zip(targets, caps):
             pool = pools[t.pool]
@@ -396,8 +546,10 @@ class ScenarioGeneration:
             if rounds >= MAX_ROUNDS or time.perf_counter() > deadline:
                 break
         self.rounds = (first, rounds)
-        self.sizes = {data.bound.pools[t.pool].initial[t.index].name: t.active.size for t in targets}
-        track.forget(reb, tuple(_capacity(t.active.size) for t in targets))
+        self.sizes = {data.bound.pools[t.pool].initial[t.index].name:
+                      t.active.scenarios.size if isinstance(t.active, _Tails) and t.active.exact
+                      else t.active.size for t in targets}
+        track.forget(reb, tuple(t.active.capacity(True) for t in targets))
         assert inner is not None
         if inner.passed:
             trades = np.column_stack([v.trades for v, _ in inner.passed])
@@ -412,6 +564,10 @@ class ScenarioGeneration:
         parts = []
         for t in targets:
             comp = data.bound.pools[t.pool].initial[t.index]
+            if isinstance(t.active, _Tails) and t.active.exact:
+                parts.append(f"{comp.name} exact over {t.active.scenarios.size:,} of {comp.n_scenarios:,} "
+                             f"scenarios (after {t.active.size} tail cuts)")
+                continue
             what = "tail cuts" if isinstance(t.active, _Tails) else "scenarios"
             parts.append(f"{comp.name} over {t.active.size} {what} of {comp.n_scenarios:,} scenarios")
         return ", ".join(parts)
@@ -506,6 +662,9 @@ class _StageOne:
                 b += 1
         self.epigraph = [where[(t.pool, t.index)] for t in targets]
         self.in_model = [t.active.size for t in targets]
+        #: the exact form in the stage-1 model, per target: its ``z`` column, the row
+        #: ``m - z - sum(u) / tail >= 0`` and how many of its scenarios have their row
+        self.exact: dict[int, list[int]] = {}
         self.highs = [self.model.h]
         u = data.universe
         self.buy_max, self.sell_max = np.asarray(u.buy_max, float), np.asarray(u.sell_max, float)
@@ -529,6 +688,90 @@ class _StageOne:
                 for h in self.highs:
                     h.addRow(float(-damp - row @ x0[pc]), np.inf, idx.size, idx,
                              np.concatenate([row, -row, [1.0]]))
+            if k in self.exact:
+                self._append_exact(k)
+
+    def _append_exact(self, k: int) -> None:
+        """The exact form's scenarios target ``k`` gained (Rockafellar-Uryasev over them, in USD):
+        a column ``u_s >= 0`` each, in the row ``m - z - sum(u) / tail >= 0``, and a row
+        ``u_s + z + p_s (x0 + buy - sell) >= 0`` each (``u_s`` at least the loss above ``z``)."""
+        t, h, n = self.targets[k], self.model.h, self.n
+        pool = self.data.bound.pools[t.pool]
+        comp = pool.initial[t.index]
+        assert isinstance(t.active, _Tails) and isinstance(comp, ExpectedShortfall)
+        state = self.exact[k]
+        if state[0] < 0:  # first: z and the epigraph's row
+            state[0] = h.getNumCol()
+            h.addCol(0.0, -np.inf, np.inf, 0, np.zeros(0, dtype=np.int32), np.zeros(0))
+            state[1] = h.getNumRow()
+            h.addRow(0.0, np.inf, 2, np.array([self.epigraph[k], state[0]], dtype=np.int32),
+                     np.array([1.0, -1.0]))
+        new = t.active.scenarios[state[2]:]
+        state[2] = t.active.scenarios.size
+        if not new.size:
+            return
+        m, first_u = new.size, h.getNumCol()
+        h.addCols(m, np.zeros(m), np.zeros(m), np.full(m, np.inf), m, np.arange(m, dtype=np.int32),
+                  np.full(m, state[1], dtype=np.int32), np.full(m, -1.0 / _tail_size(comp)))
+        pc = pool.columns
+        g = pool.usd_rate * comp.values()["pnl"][new]  # USD P&L per unit of the pool's instruments
+        width = 2 * pc.size + 2
+        idx = np.empty((m, width), dtype=np.int32)
+        idx[:, : pc.size] = pc
+        idx[:, pc.size: 2 * pc.size] = n + pc
+        idx[:, -2] = state[0]
+        idx[:, -1] = first_u + np.arange(m)
+        vals = np.empty((m, width))
+        vals[:, : pc.size] = g
+        vals[:, pc.size: 2 * pc.size] = -g
+        vals[:, -2:] = 1.0
+        h.addRows(m, -(g @ self.data.universe.x0[pc]), np.full(m, np.inf), idx.size,
+                  (width * np.arange(m)).astype(np.int32), idx.ravel(), vals.ravel())
+
+    def _exact_fits(self) -> bool:
+        return all(_tail_size(self.data.bound.pools[t.pool].initial[t.index]) <= EXACT_MAX_TAIL
+                   for t in self.targets if isinstance(t.active, _Tails))
+
+    def _point(self) -> np.ndarray | None:
+        """Stage 1 alone on the model with the exact form's columns: the trades, or None."""
+        if not self.model._run([], "stage 1", ("hot", "cold")):
+            return None
+        x = np.asarray(self.model.h.getSolution().col_value, dtype=float)
+        return x[: self.n] - x[self.n: 2 * self.n]
+
+    def _exact(self, search: "_Search", deadline: float, point: np.ndarray) -> None:
+        """Phase 1's end: expected shortfall over the scenarios near the tail at the best answer
+        and at the model's last minimum ``point`` (each target's ``begin_exact``), in the
+        stage-1 model beside the cuts, re-solved and grown by the scenarios near the tail at
+        each answer where it misses, until it misses nowhere. Near the optimum the tail moves
+        little: a few rounds, against the cuts' many there."""
+        self.highs = [self.model.h]  # the level method's projection model (if any) is done with
+        self.proj = None
+        x0 = self.data.universe.x0
+        for k, t in enumerate(self.targets):
+            if isinstance(t.active, _Tails):
+                pool = self.data.bound.pools[t.pool]
+                pc = pool.columns
+                t.active.begin_exact(pool.initial[t.index], x0[pc][:, None] + np.column_stack(
+                    [self.centre[pc], point[pc]]))
+                self.exact[k] = [-1, -1, 0]
+                self._append_exact(k)
+        last = None
+        while self.rounds < STAGE_ONE_ROUNDS and time.perf_counter() < deadline:
+            t = self._point()
+            if t is None:
+                break
+            self.rounds += 1
+            last = t
+            if not self._learn(search, t):
+                break
+        if last is None:
+            return
+        for t in self.targets:  # the whole search's LP: the scenarios near the tail at the answer
+            if isinstance(t.active, _Tails) and t.active.exact:
+                pool = self.data.bound.pools[t.pool]
+                x = x0[pool.columns] + last[pool.columns]
+                t.active.keep(pool.initial[t.index], x[:, None], EXACT_KEEP)
 
     def _learn(self, search: "_Search", t: np.ndarray) -> int:
         """Separate at trades ``t``, make it the centre if it is the best so far; rows added."""
@@ -629,6 +872,14 @@ class _StageOne:
         of the way from that bound to the best true objective; both are separated. Ends when
         the bound meets the best objective, or the minimum shows nothing violated."""
         reb, data, gen = self.reb, self.data, self.gen
+        if self._exact_fits() and any(isinstance(t.active, _Tails) and t.active.hint.size
+                                      for t in self.targets):
+            # a re-optimise: the last answers' tails are near this optimum's; the whole search
+            # starts in the exact form over the scenarios near them (phase 1 adds nothing there)
+            for t in self.targets:
+                if isinstance(t.active, _Tails):
+                    t.active.scenarios = t.active.hint
+            return
         self._projection()
         while self.rounds < STAGE_ONE_ROUNDS and time.perf_counter() < deadline:
             found = self.model.stage1_point()
@@ -640,6 +891,9 @@ class _StageOne:
             added = self._learn(search, t)
             gap = self.best - low
             if not added or gap <= VIOLATION_RTOL * max(abs(self.best), 1.0):
+                break
+            if gap <= EXACT_GAP * max(abs(self.best), 1.0) and self._exact_fits():
+                self._exact(search, deadline, t)
                 break
             p = self._project(low + LEVEL * gap)
             if p is not None:
