@@ -49,13 +49,22 @@ def require_cases() -> None:
         pytest.skip(SKIP_REASON)
 
 
-def case_path(stem: str) -> Path:
-    """One named case; skips like ``require_cases`` when it is not here."""
-    path = CASES_DIR / f"{stem}.json"
-    if not path.exists():
-        require_cases()
-        pytest.fail(f"golden case {stem} is missing from {CASES_DIR}")
-    return path
+def pick(accept, n: int, what: str) -> list[Path]:
+    """Up to ``n`` cases of the folder for which ``accept(path)`` holds, largest books first, so
+    a test runs on whatever set of case files it is given; skips saying ``what`` it needs when
+    none does (no test is tied to one file name)."""
+    require_cases()
+    chosen = [p for p in sorted(CASE_FILES, key=book_size, reverse=True) if accept(p)][:n]
+    if not chosen:
+        pytest.skip(f"no golden case in {CASES_DIR} is {what}")
+    return chosen
+
+
+def book_size(path: Path) -> tuple[int, str]:
+    """Options and perps in a case's book (ties by name, for a fixed order)."""
+    import json
+    s = json.loads(path.read_text())["Scenario"]
+    return len(s.get("Options") or []) + (1 if s.get("NumPerps") else 0), path.stem
 
 
 def close(actual, expected) -> bool:
