@@ -47,13 +47,33 @@ def _retry(timeout: float, retries: int):
 
 def _client(venue: str, testnet: bool, url: Optional[str], credentials: Optional[Path],
             timeout: float, retries: int, account: bool = True):
-    if venue != "deribit":
-        raise InputError(f"venue {venue!r} cannot be fetched yet (deribit can)", field="venue",
-                         value=venue)
+    if venue not in ("deribit", "derive"):
+        raise InputError(f"venue {venue!r} cannot be fetched (deribit and derive can)",
+                         field="venue", value=venue)
     from ._credentials import load_credentials
-    from ._deribit import DeribitClient
     creds = load_credentials(venue, credentials) if account else None
+    if venue == "derive":
+        from ._derive import DeriveClient
+        return DeriveClient(creds, testnet=testnet, url=url, retry=_retry(timeout, retries))
+    from ._deribit import DeribitClient
     return DeribitClient(creds, testnet=testnet, url=url, retry=_retry(timeout, retries))
+
+
+def _collateral_params(path: Optional[Path]) -> Optional[dict]:
+    """``--collateral-params FILE``: a JSON object ``{asset: {IMHaircut, MMHaircut,
+    IsRiskCancelling}}`` for a Derive subaccount's non-USDC collaterals."""
+    if path is None:
+        return None
+    import json
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the collateral parameters ({type(exc).__name__})",
+                         source=str(path), field="collateral_params") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise InputError("expected a JSON object of {asset: {IMHaircut, MMHaircut, "
+                         "IsRiskCancelling}}", source=str(path), field="collateral_params")
+    return data
 
 
 @contextlib.contextmanager
@@ -119,15 +139,18 @@ def register(app: typer.Typer, guarded: Callable[..., Any], debug_help: str,
     @app.command(short_help="Fetch an exchange's market and account into a snapshot folder.")
     @guarded
     def fetch(
-        venue: str = typer.Option("deribit", "--venue", help="exchange: deribit"),
+        venue: str = typer.Option("deribit", "--venue", help="exchange: deribit or derive"),
         testnet: bool = typer.Option(False, "--testnet", help="the exchange's test environment"),
         url: Optional[str] = typer.Option(None, "--url", help="the exchange's address (e.g. a local server)"),
         currency: str = typer.Option("BTC,ETH", "--currency", help="currencies, comma separated"),
         out: Path = typer.Option(..., "--out", help="folder receiving the snapshot folder"),
         credentials: Optional[Path] = typer.Option(None, "--credentials",
                                                    help="file with client_id and client_secret "
-                                                        "(mode 600); default: DERIBIT_CLIENT_ID "
-                                                        "and DERIBIT_CLIENT_SECRET"),
+                                                        "(Derive: wallet, session_key, "
+                                                        "subaccount_id), mode 600; default: "
+                                                        "DERIBIT_CLIENT_ID and DERIBIT_CLIENT_SECRET "
+                                                        "(DERIVE_WALLET, DERIVE_SESSION_KEY, "
+                                                        "DERIVE_SUBACCOUNT_ID)"),
         market_only: bool = typer.Option(False, "--market-only", help="public data only, no account"),
         timeout: float = typer.Option(10.0, "--timeout", help="seconds per request"),
         retries: int = typer.Option(3, "--retries", help="retries per request after a failure"),
@@ -160,7 +183,7 @@ def register(app: typer.Typer, guarded: Callable[..., Any], debug_help: str,
     def reconcile(
         snapshot: Optional[Path] = typer.Argument(None, help="snapshot folder written by fetch"),
         live: bool = typer.Option(False, "--live", help="fetch a snapshot first (with --venue)"),
-        venue: str = typer.Option("deribit", "--venue", help="exchange for --live: deribit"),
+        venue: str = typer.Option("deribit", "--venue", help="exchange for --live: deribit or derive"),
         testnet: bool = typer.Option(False, "--testnet", help="the exchange's test environment"),
         url: Optional[str] = typer.Option(None, "--url", help="the exchange's address"),
         currency: str = typer.Option("BTC,ETH", "--currency", help="currencies for --live"),
@@ -168,6 +191,9 @@ def register(app: typer.Typer, guarded: Callable[..., Any], debug_help: str,
         out: Optional[Path] = typer.Option(None, "--out", help="keep the --live snapshot in this folder"),
         model: Optional[str] = typer.Option(None, "--model",
                                             help="margin model (default: from the account's margin_model)"),
+        collateral_params: Optional[Path] = typer.Option(
+            None, "--collateral-params", help="Derive: JSON {asset: {IMHaircut, MMHaircut, "
+                                              "IsRiskCancelling}} for non-USDC collaterals"),
         timeout: float = typer.Option(10.0, "--timeout", help="seconds per request"),
         retries: int = typer.Option(3, "--retries", help="retries per request after a failure"),
         as_json: bool = typer.Option(False, "--json", help="print the reconciliation as JSON"),
@@ -181,13 +207,14 @@ def register(app: typer.Typer, guarded: Callable[..., Any], debug_help: str,
         if live == (snapshot is not None):
             raise InputError("give a snapshot folder, or --live (with --venue) to fetch one",
                              field="snapshot")
+        params = _collateral_params(collateral_params)
         if live:
             client = _client(venue, testnet, url, credentials, timeout, retries)
             with tempfile.TemporaryDirectory(prefix="marginopt-reconcile-") as tmp:
                 snap = fetch_snapshot(out or tmp, _currencies(currency), venue=venue, client=client)
-                result = run(snap, model=model)
+                result = run(snap, model=model, collateral_params=params)
         else:
-            result = run(snapshot, model=model)
+            result = run(snapshot, model=model, collateral_params=params)
         if as_json:
             typer.echo(result.to_json(indent=1))
         else:
@@ -197,7 +224,7 @@ def register(app: typer.Typer, guarded: Callable[..., Any], debug_help: str,
     @guarded
     def watch(
         folder: Optional[Path] = typer.Option(None, "--folder", help="watch a folder where snapshots arrive"),
-        venue: Optional[str] = typer.Option(None, "--venue", help="fetch from this exchange: deribit"),
+        venue: Optional[str] = typer.Option(None, "--venue", help="fetch from this exchange: deribit or derive"),
         testnet: bool = typer.Option(False, "--testnet", help="the exchange's test environment"),
         url: Optional[str] = typer.Option(None, "--url", help="the exchange's address"),
         currency: str = typer.Option("BTC,ETH", "--currency", help="currencies, comma separated"),

@@ -19,7 +19,13 @@ from ..errors import CredentialsError
 #: environment variables read per venue (id, secret)
 ENV_VARS: dict[str, tuple[str, str]] = {
     "deribit": ("DERIBIT_CLIENT_ID", "DERIBIT_CLIENT_SECRET"),
+    # Derive: the owner wallet's address and the session key's private key
+    "derive": ("DERIVE_WALLET", "DERIVE_SESSION_KEY"),
 }
+#: the environment variable naming the account within the key's owner, per venue
+ACCOUNT_VARS: dict[str, str] = {"derive": "DERIVE_SUBACCOUNT_ID"}
+#: a credentials file's other names for client_id / client_secret
+_ALIASES = {"client_id": ("wallet",), "client_secret": ("session_key",)}
 _MASK = "***"
 
 
@@ -30,6 +36,8 @@ class Credentials:
     client_id: str = field(repr=False)
     client_secret: str = field(repr=False)
     source: str = "<memory>"
+    #: the account the key acts for (Derive's subaccount id); not a secret
+    account: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("client_id", "client_secret"):
@@ -65,17 +73,27 @@ def load_credentials(venue: str = "deribit", path: str | Path | None = None,
                                f"{', '.join(ENV_VARS)})", field="venue")
     id_var, secret_var = ENV_VARS[venue]
     if path is not None:
-        return _from_file(Path(path), id_var, secret_var)
+        return _need_account(venue, _from_file(Path(path), id_var, secret_var, ACCOUNT_VARS.get(venue)))
     env = os.environ if environ is None else environ
     missing = [v for v in (id_var, secret_var) if not env.get(v, "").strip()]
     if missing:
         raise CredentialsError(f"{' and '.join(missing)} not set: set both environment variables "
                                f"or give --credentials FILE (readable only by you)",
                                source="environment", field=missing[0])
-    return Credentials(env[id_var].strip(), env[secret_var].strip(), source="environment")
+    account = env.get(ACCOUNT_VARS.get(venue, ""), "").strip() or None
+    return _need_account(venue, Credentials(env[id_var].strip(), env[secret_var].strip(),
+                                            source="environment", account=account))
 
 
-def _from_file(path: Path, id_var: str, secret_var: str) -> Credentials:
+def _need_account(venue: str, creds: Credentials) -> Credentials:
+    """Derive's key acts for one subaccount: its id is part of the credentials."""
+    if venue in ACCOUNT_VARS and not creds.account:
+        raise CredentialsError(f"no subaccount id: set {ACCOUNT_VARS[venue]} (or subaccount_id in "
+                               f"the credentials file)", source=creds.source, field="subaccount_id")
+    return creds
+
+
+def _from_file(path: Path, id_var: str, secret_var: str, account_var: str | None = None) -> Credentials:
     where = str(path)
     try:
         info = path.stat()
@@ -114,10 +132,13 @@ def _from_file(path: Path, id_var: str, secret_var: str) -> Credentials:
                 raise CredentialsError("expected NAME=value", source=where, row=i)
             k, v = line.split("=", 1)
             values[k.strip().removeprefix("export ").strip()] = v.strip().strip("'\"")
-    client_id = values.get("client_id") or values.get(id_var)
-    secret = values.get("client_secret") or values.get(secret_var)
+    client_id = values.get("client_id") or values.get(id_var) or \
+        next((values[a] for a in _ALIASES["client_id"] if values.get(a)), None)
+    secret = values.get("client_secret") or values.get(secret_var) or \
+        next((values[a] for a in _ALIASES["client_secret"] if values.get(a)), None)
+    account = values.get("subaccount_id") or (values.get(account_var) if account_var else None)
     for name, value in (("client_id", client_id), ("client_secret", secret)):
         if not value:
             raise CredentialsError(f"no {name} (or {id_var if name == 'client_id' else secret_var})",
                                    source=where, field=name)
-    return Credentials(client_id, secret, source=where)  # type: ignore[arg-type]
+    return Credentials(client_id, secret, source=where, account=account or None)  # type: ignore[arg-type]

@@ -142,10 +142,18 @@ def _account_currency(pool_currency: str) -> str:
     return "USDC" if pool_currency in ("USD", "USDC") else pool_currency
 
 
-def reconcile(snapshot: Snapshot | str, *, model: str | None = None) -> Reconciliation:
+def reconcile(snapshot: Snapshot | str, *, model: str | None = None,
+              collateral_params: Mapping[str, Mapping[str, Any]] | None = None,
+              derive_parameters: Mapping[str, Any] | None = None) -> Reconciliation:
     """Compare marginopt's margin of the snapshot's account with the exchange's figures.
-    ``model`` overrides the one the account summary's ``margin_model`` names."""
+    ``model`` overrides the one the account summary's ``margin_model`` names. A Derive
+    snapshot is reconciled by ``_derive.reconcile_derive`` (``collateral_params``: the
+    haircuts of its non-USDC collaterals; ``derive_parameters``: PM2 rule parameters)."""
     snap = snapshot if isinstance(snapshot, Snapshot) else load_snapshot(snapshot)
+    if snap.venue == "derive":
+        from ._derive import reconcile_derive
+        return reconcile_derive(snap, model=model, collateral_params=collateral_params,
+                                parameters=derive_parameters)
     summaries = snap.account_summaries
     if not summaries:
         raise SnapshotError("the snapshot has no account summary", source=str(snap.path))

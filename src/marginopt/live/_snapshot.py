@@ -9,6 +9,9 @@ A snapshot is one folder, ``<venue>[-testnet]-<UTC time>Z``, holding:
   shape ``marginopt.load_portfolio`` reads);
 - ``open_orders.json``, ``account_summary.json`` (per currency) and, for portfolio-margin
   accounts, ``pme_simulate.json`` (per currency): the exchange's replies unchanged;
+- Derive: the same files in marginopt's names (``native_name`` keeps Derive's), the subaccount
+  reply as the account summary, and ``derive.json`` with the oracles' signed feeds and the raw
+  positions (``marginopt.live._derive``);
 - ``manifest.json``, written last: venue, currencies, times, calls per endpoint, files.
 
 Everything is fetched into memory first, then written into a hidden sibling folder and renamed
@@ -38,9 +41,13 @@ from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from ._deribit import DeribitClient
+    from ._derive import DeriveClient
 
 FILES = {"market": "market.json", "positions": "positions.json", "open_orders": "open_orders.json",
-         "account": "account_summary.json", "pme": "pme_simulate.json", "manifest": "manifest.json"}
+         "account": "account_summary.json", "pme": "pme_simulate.json", "manifest": "manifest.json",
+         "derive": "derive.json"}
+#: venues ``fetch`` can fetch
+VENUES = ("deribit", "derive")
 #: Deribit's book-summary kinds (``future`` includes the perpetual)
 KINDS = ("option", "future")
 #: settlement currencies whose instruments span several underlyings
@@ -119,6 +126,17 @@ class Snapshot:
         return dict(self._need_account("account").get("summaries", {}))
 
     @cached_property
+    def derive(self) -> dict[str, Any]:
+        """A Derive snapshot's raw replies: ``feeds`` (``public/get_latest_signed_feeds``) and,
+        with the account, ``positions`` (``private/get_positions``)."""
+        if not (self.path / FILES["derive"]).exists():
+            return {}
+        data = self._json("derive")
+        if not isinstance(data, dict):
+            raise SnapshotError(f"{FILES['derive']} is not a JSON object", source=str(self.path))
+        return data
+
+    @cached_property
     def pme(self) -> dict[str, Any]:
         if not (self.path / FILES["pme"]).exists():
             return {}
@@ -182,9 +200,13 @@ def _time_key(p: Path) -> tuple[str, int, str]:
 
 
 # ---------------------------------------------------------------------------- fetching
-def fetch_data(client: DeribitClient, currencies: Sequence[str], *, account: bool = True) -> dict[str, Any]:
+def fetch_data(client: DeribitClient | DeriveClient, currencies: Sequence[str], *,
+               account: bool = True) -> dict[str, Any]:
     """Everything a snapshot holds, in memory (nothing is written here). Typed errors for every
     failure; ``PartialData`` when a reply parses but lacks what the snapshot needs."""
+    if client.venue == "derive":
+        from ._derive import fetch_derive_data
+        return fetch_derive_data(client, currencies, account=account)  # type: ignore[arg-type]
     started = _utc_now()
     rows: list[dict[str, Any]] = []
     underlyings: dict[str, str] = {}
@@ -256,6 +278,12 @@ def margin_model_of(summary: Mapping[str, Any]) -> str:
     account (``margin_model`` ``cross_pm``/``segregated_pm``), ``deribit-standard`` for a
     standard one (``cross_sm``/``segregated_sm``); older replies carry only
     ``portfolio_margining_enabled``."""
+    if isinstance(summary.get("margin_type"), str):
+        # a Derive subaccount (private/get_subaccount): PM2 is the portfolio manager marginopt models
+        if summary["margin_type"].upper() == "PM2":
+            return "derive-pm2"
+        raise SnapshotError(f"Derive margin_type {summary['margin_type']!r} is not modelled "
+                            "(marginopt models PM2)", field="margin_type", value=summary["margin_type"])
     mm = summary.get("margin_model")
     if isinstance(mm, str) and mm:
         if mm.endswith("_pm") or mm == "pm":
@@ -329,6 +357,8 @@ def write_snapshot(data: Mapping[str, Any], out: str | Path, *, venue: str, curr
                      account=data["account_summary"])
         if "pme" in data:
             files["pme"] = data["pme"]
+    if "derive" in data:
+        files["derive"] = data["derive"]
     manifest = {
         "format": FORMAT, "venue": venue, "testnet": testnet, "currencies": list(currencies),
         "account": bool(data.get("account")), "valuation_time": data["market"]["valuation_time"],
@@ -364,24 +394,31 @@ def write_snapshot(data: Mapping[str, Any], out: str | Path, *, venue: str, curr
 def fetch(out: str | Path, currencies: Iterable[str] = ("BTC", "ETH"), *, venue: str = "deribit",
           testnet: bool = False, url: str | None = None, credentials: Credentials | None = None,
           credentials_file: str | Path | None = None, account: bool = True,
-          retry: RetryPolicy | None = None, client: DeribitClient | None = None) -> Snapshot:
+          retry: RetryPolicy | None = None, client: DeribitClient | DeriveClient | None = None
+          ) -> Snapshot:
     """Fetch the market (and, with ``account``, the account) of ``currencies`` from ``venue``
     into a new snapshot folder in ``out``; returns it.
 
     Credentials: ``credentials``, else ``credentials_file``, else the environment
-    (``DERIBIT_CLIENT_ID``, ``DERIBIT_CLIENT_SECRET``). ``url`` replaces the exchange's address
-    (a local server); ``testnet`` uses Deribit's test exchange."""
-    if venue != "deribit":
-        raise InputError(f"venue {venue!r} cannot be fetched yet (deribit can)", field="venue", value=venue)
+    (``DERIBIT_CLIENT_ID``, ``DERIBIT_CLIENT_SECRET``; Derive: ``DERIVE_WALLET``,
+    ``DERIVE_SESSION_KEY``, ``DERIVE_SUBACCOUNT_ID``). ``url`` replaces the exchange's address
+    (a local server); ``testnet`` uses the exchange's test environment."""
+    if venue not in VENUES:
+        raise InputError(f"venue {venue!r} cannot be fetched (known: {', '.join(VENUES)})",
+                         field="venue", value=venue)
     ccys = [c.strip().upper() for c in currencies if c and c.strip()]
     if not ccys:
         raise InputError("no currency given (e.g. BTC,ETH)", field="currency")
     if client is None:
-        from ._deribit import DeribitClient
         if account and credentials is None:
             credentials = load_credentials(venue, credentials_file)
-        client = DeribitClient(credentials, testnet=testnet, url=url, retry=retry)
+        if venue == "derive":
+            from ._derive import DeriveClient
+            client = DeriveClient(credentials, testnet=testnet, url=url, retry=retry)
+        else:
+            from ._deribit import DeribitClient
+            client = DeribitClient(credentials, testnet=testnet, url=url, retry=retry)
     data = fetch_data(client, ccys, account=account)
-    path = write_snapshot(data, out, venue=venue, currencies=ccys, testnet=client.testnet,
+    path = write_snapshot(data, out, venue=client.venue, currencies=ccys, testnet=client.testnet,
                           calls=client.calls, base_url=client.base_url)
     return load_snapshot(path)

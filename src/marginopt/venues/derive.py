@@ -3,7 +3,9 @@
 Names: marginopt writes Derive's contracts in Deribit's scheme for USDC-settled contracts
 (``ETH_USDC-28FEB25-3000-C``, ``ETH_USDC-PERPETUAL``; ``marginopt.derive.to_marginopt``), so a
 Derive book reads like any other and ``derive-pm2`` can margin the USDC-settled part of a Deribit
-snapshot. Every Derive contract is USDC-settled; options expire at 08:00 UTC.
+snapshot. Every Derive contract is USDC-settled; options expire at 08:00 UTC. Derive's own names
+(``ETH-20250228-3000-C``, ``ETH-PERP``) translate with ``marginopt.derive.marginopt_name`` /
+``native_name``; snapshots fetched from Derive keep them in a ``native_name`` column.
 
 Amounts: Derive publishes an ``amount_step`` per instrument (``public/get_instruments``); marginopt
 does not ship them, so Derive contracts are sized by Deribit's minimum amounts for the same
